@@ -1,0 +1,8 @@
+//! Pipeline definitions: the validated model, the YAML pipeline file, and the protobuf form.
+
+pub mod file;
+pub mod model;
+pub mod proto;
+
+pub use file::{PipelineFileError, parse_pipeline_file};
+pub use model::{ActionSpec, DEFAULT_GRACE, Mode, PipelineSpec, StageSpec};

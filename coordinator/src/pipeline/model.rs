@@ -1,0 +1,85 @@
+//! The pipeline definition as the coordinator uses it: plain, validated data.
+//!
+//! Built by [`super::file`] from a pipeline file, or from the stored protobuf form. Never
+//! holds anything that has not passed validation.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How executions share a stage (DESIGN.md "Rules").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// One execution holds the stage; one waits in front; a newer arrival supersedes the waiting one.
+    #[default]
+    Superseded,
+    /// One execution holds the stage; arrivals wait in FIFO order.
+    Queued,
+    /// No lock: executions run independently.
+    Parallel,
+}
+
+/// A whole pipeline: ordered stages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineSpec {
+    /// Unique pipeline name (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// The pipeline's mode. Default: SUPERSEDED.
+    pub mode: Mode,
+    /// Stages, run in this order; at least one.
+    pub stages: Vec<StageSpec>,
+}
+
+/// One stage: a set of actions behind one lock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageSpec {
+    /// Unique within the pipeline.
+    pub name: String,
+    /// Overrides the pipeline's mode when set. Default: the pipeline's.
+    pub mode: Option<Mode>,
+    /// At least one action.
+    pub actions: Vec<ActionSpec>,
+}
+
+/// One `run` action: steps run in order on one worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionSpec {
+    /// Unique within the stage.
+    pub name: String,
+    /// Actions with the same run order run in parallel, lower orders first. Default: 1.
+    pub run_order: u32,
+    /// Shell commands, each run with `sh -c`; at least one.
+    pub steps: Vec<String>,
+    /// Labels a worker must offer. Default: none (any worker).
+    pub labels: BTreeMap<String, String>,
+    /// Whole-job time limit. Default: none.
+    pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL when the job is abandoned. Default: 10 s.
+    pub grace: Duration,
+    /// Extra environment for every step. Default: none.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Default abandon grace period (Buildkite's).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+impl StageSpec {
+    /// The stage's effective mode, given its pipeline's.
+    pub fn effective_mode(&self, pipeline_mode: Mode) -> Mode {
+        self.mode.unwrap_or(pipeline_mode)
+    }
+
+    /// The distinct run orders of the stage's actions, ascending.
+    pub fn run_orders(&self) -> Vec<u32> {
+        let mut orders: Vec<u32> = self.actions.iter().map(|a| a.run_order).collect();
+        orders.sort_unstable();
+        orders.dedup();
+        orders
+    }
+}
+
+impl PipelineSpec {
+    /// The stage index with this name.
+    pub fn stage_index(&self, name: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s.name == name)
+    }
+}
