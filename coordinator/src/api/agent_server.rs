@@ -1,0 +1,95 @@
+//! `AgentService.Session`: one bidirectional stream per worker. The first message must be a
+//! `Register`; logs go straight to the log hub, everything else to the dispatcher.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use baton_proto::v1::{self as pb, agent_service_server::AgentService, worker_message::Msg};
+use futures::Stream;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::dispatcher::{Connected, Disconnected, Dispatcher, FromSession};
+use crate::logs::LogHub;
+
+/// The worker protocol.
+pub struct AgentApi {
+    /// Where sessions are registered.
+    pub dispatcher: Addr<Dispatcher>,
+    /// Job logs.
+    pub logs: Arc<LogHub>,
+    /// Heartbeat interval told to workers.
+    pub heartbeat_interval: Duration,
+    /// Lease told to workers.
+    pub lease: Duration,
+    /// Ends every session when the coordinator shuts down.
+    pub shutdown: CancellationToken,
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    type SessionStream = Outbound;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<pb::WorkerMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = req.into_inner();
+        let register = match inbound.message().await? {
+            Some(pb::WorkerMessage { msg: Some(Msg::Register(r)) }) => r,
+            _ => return Err(Status::invalid_argument("the first message of a session must be Register")),
+        };
+        if register.name.is_empty() {
+            return Err(Status::invalid_argument("Register needs a worker name"));
+        }
+        let name = register.name.clone();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let _ = tx.send(pb::CoordinatorMessage {
+            msg: Some(pb::coordinator_message::Msg::Registered(pb::Registered {
+                heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
+                lease_ms: self.lease.as_millis() as u64,
+            })),
+        });
+        let session = self
+            .dispatcher
+            .send(Connected { register, tx })
+            .await
+            .map_err(|_| Status::unavailable("the coordinator is shutting down"))?;
+        let dispatcher = self.dispatcher.clone();
+        let logs = self.logs.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = inbound.message() => next,
+                    _ = shutdown.cancelled() => break,
+                };
+                match next {
+                    Ok(Some(pb::WorkerMessage { msg: Some(Msg::Log(log)) })) => {
+                        logs.append(&log.job_id, log.step, log.stream, log.data);
+                    }
+                    Ok(Some(pb::WorkerMessage { msg: Some(msg) })) => {
+                        dispatcher.do_send(FromSession {
+                            worker: name.clone(),
+                            session,
+                            msg,
+                        });
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            dispatcher.do_send(Disconnected { worker: name, session });
+        });
+        let outbound = futures::StreamExt::take_until(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(Ok),
+            self.shutdown.clone().cancelled_owned(),
+        );
+        Ok(Response::new(Box::pin(outbound)))
+    }
+}

@@ -1,0 +1,6 @@
+//! The gRPC services: they translate protobuf to actor messages and records back to protobuf.
+//! No rules live here.
+
+pub mod agent_server;
+pub mod convert;
+pub mod pipeline_server;

@@ -1,0 +1,257 @@
+//! `PipelineService`: each RPC is a thin call into the registry, an actor or the store.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use baton_proto::v1::{self as pb, pipeline_service_server::PipelineService};
+use futures::Stream;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::dispatcher::ListWorkers;
+use crate::error::CoordError;
+use crate::execution::actor::{GetState, Start, Stop, StopMode};
+use crate::logs::LogHub;
+use crate::registry::Registry;
+use crate::store::records::{ExecutionRecord, JobRecord};
+use crate::store::{Tree, prefix};
+
+/// The client API.
+pub struct PipelineApi {
+    /// Pipeline actors.
+    pub registry: Arc<Registry>,
+    /// Job logs.
+    pub logs: Arc<LogHub>,
+    /// Ends every stream when the coordinator shuts down.
+    pub shutdown: CancellationToken,
+}
+
+type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+impl PipelineApi {
+    fn execution(&self, id: &str) -> Result<ExecutionRecord, CoordError> {
+        self.registry
+            .shared()
+            .store
+            .get_json(Tree::Executions, id.as_bytes())?
+            .ok_or_else(|| CoordError::NotFound(format!("execution {id} not found")))
+    }
+
+    fn execution_proto(&self, e: &ExecutionRecord) -> pb::PipelineExecution {
+        let store = &self.registry.shared().store;
+        convert::execution(e, |id| store.get_json::<JobRecord>(Tree::Jobs, id.as_bytes()).ok().flatten())
+    }
+
+    fn pipeline_proto(&self, name: &str) -> Result<pb::Pipeline, CoordError> {
+        let record = self.registry.record(name)?;
+        let spec = crate::pipeline::parse_pipeline_file(&record.source_name, &record.yaml)
+            .map_err(|e| CoordError::Invalid(e.to_string()))?;
+        Ok(pb::Pipeline {
+            name: record.name,
+            version: record.version,
+            definition: Some(crate::pipeline::proto::to_proto(&spec)),
+            definition_yaml: record.yaml,
+            updated_at_ms: record.updated_at_ms,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl PipelineService for PipelineApi {
+    async fn put_pipeline(
+        &self,
+        req: Request<pb::PutPipelineRequest>,
+    ) -> Result<Response<pb::PutPipelineResponse>, Status> {
+        let req = req.into_inner();
+        let put = self.registry.put(&req.definition_yaml, &req.source_name).await?;
+        Ok(Response::new(pb::PutPipelineResponse {
+            pipeline: Some(self.pipeline_proto(&put.record.name)?),
+            changed: put.changed,
+        }))
+    }
+
+    async fn get_pipeline(&self, req: Request<pb::GetPipelineRequest>) -> Result<Response<pb::Pipeline>, Status> {
+        Ok(Response::new(self.pipeline_proto(&req.into_inner().name)?))
+    }
+
+    async fn list_pipelines(
+        &self,
+        _: Request<pb::ListPipelinesRequest>,
+    ) -> Result<Response<pb::ListPipelinesResponse>, Status> {
+        let pipelines = self
+            .registry
+            .list()?
+            .into_iter()
+            .map(|r| pb::PipelineSummary {
+                stage_count: crate::pipeline::parse_pipeline_file(&r.source_name, &r.yaml)
+                    .map(|s| s.stages.len() as u32)
+                    .unwrap_or(0),
+                name: r.name,
+                version: r.version,
+                updated_at_ms: r.updated_at_ms,
+            })
+            .collect();
+        Ok(Response::new(pb::ListPipelinesResponse { pipelines }))
+    }
+
+    async fn start_pipeline_execution(
+        &self,
+        req: Request<pb::StartPipelineExecutionRequest>,
+    ) -> Result<Response<pb::StartPipelineExecutionResponse>, Status> {
+        let req = req.into_inner();
+        let revision = convert::revision_from(req.revision);
+        if revision.branch.is_empty() || revision.commit.is_empty() {
+            return Err(Status::invalid_argument("a revision needs a branch and a commit"));
+        }
+        let actor = self.registry.actor(&req.pipeline)?;
+        let execution_id = actor.send(Start { revision }).await.map_err(CoordError::from)??;
+        Ok(Response::new(pb::StartPipelineExecutionResponse { execution_id }))
+    }
+
+    async fn stop_pipeline_execution(
+        &self,
+        req: Request<pb::StopPipelineExecutionRequest>,
+    ) -> Result<Response<pb::StopPipelineExecutionResponse>, Status> {
+        let req = req.into_inner();
+        let mode = match pb::StopMode::try_from(req.mode) {
+            Ok(pb::StopMode::Abandon) => StopMode::Abandon,
+            _ => StopMode::Wait,
+        };
+        let exec = self.execution(&req.execution_id)?;
+        let actor = self.registry.actor(&exec.pipeline)?;
+        let stopped = actor
+            .send(Stop {
+                execution_id: req.execution_id,
+                mode,
+                reason: req.reason,
+            })
+            .await
+            .map_err(CoordError::from)??;
+        Ok(Response::new(pb::StopPipelineExecutionResponse {
+            execution: Some(self.execution_proto(&stopped)),
+        }))
+    }
+
+    async fn get_pipeline_state(
+        &self,
+        req: Request<pb::GetPipelineStateRequest>,
+    ) -> Result<Response<pb::PipelineState>, Status> {
+        let actor = self.registry.actor(&req.into_inner().pipeline)?;
+        let view = actor.send(GetState).await.map_err(CoordError::from)?;
+        Ok(Response::new(convert::pipeline_state(&view)))
+    }
+
+    async fn get_pipeline_execution(
+        &self,
+        req: Request<pb::GetPipelineExecutionRequest>,
+    ) -> Result<Response<pb::PipelineExecution>, Status> {
+        let exec = self.execution(&req.into_inner().execution_id)?;
+        Ok(Response::new(self.execution_proto(&exec)))
+    }
+
+    async fn list_pipeline_executions(
+        &self,
+        req: Request<pb::ListPipelineExecutionsRequest>,
+    ) -> Result<Response<pb::ListPipelineExecutionsResponse>, Status> {
+        let req = req.into_inner();
+        self.registry.record(&req.pipeline)?;
+        let limit = if req.limit == 0 { 100 } else { req.limit as usize };
+        let store = &self.registry.shared().store;
+        let ids = store.scan_prefix(Tree::ExecutionIndex, &prefix(&req.pipeline)).map_err(CoordError::from)?;
+        let mut executions = Vec::new();
+        for (_, id) in ids.iter().rev().take(limit) {
+            if let Ok(exec) = self.execution(&String::from_utf8_lossy(id)) {
+                executions.push(self.execution_proto(&exec));
+            }
+        }
+        Ok(Response::new(pb::ListPipelineExecutionsResponse { executions }))
+    }
+
+    type WatchPipelineStream = Stream_<pb::PipelineEvent>;
+
+    async fn watch_pipeline(
+        &self,
+        req: Request<pb::WatchPipelineRequest>,
+    ) -> Result<Response<Self::WatchPipelineStream>, Status> {
+        let pipeline = req.into_inner().pipeline;
+        self.registry.record(&pipeline)?;
+        let events = tokio_stream::wrappers::BroadcastStream::new(self.registry.shared().events.subscribe());
+        let shutdown = self.shutdown.clone().cancelled_owned();
+        let events = events.filter_map(move |e| match e {
+            Ok(e) if e.pipeline == pipeline => Some(Ok(convert::event(&e))),
+            Ok(_) => None,
+            Err(_) => Some(Err(Status::data_loss("watcher fell behind; watch again"))),
+        });
+        let stream = futures::StreamExt::take_until(events, shutdown);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type TailJobLogStream = Stream_<pb::LogChunk>;
+
+    async fn tail_job_log(
+        &self,
+        req: Request<pb::TailJobLogRequest>,
+    ) -> Result<Response<Self::TailJobLogStream>, Status> {
+        let req = req.into_inner();
+        let store = &self.registry.shared().store;
+        let job: JobRecord = store
+            .get_json(Tree::Jobs, req.job_id.as_bytes())
+            .map_err(CoordError::from)?
+            .ok_or_else(|| Status::not_found(format!("job {} not found", req.job_id)))?;
+        // Subscribe before reading what is stored, so nothing falls in between.
+        let live = if req.follow { self.logs.subscribe(&job.id, job.status.is_final()) } else { None };
+        let stored = self.logs.stored(&job.id, req.offset).map_err(CoordError::from)?;
+        let mut next = stored.last().map(|c| c.offset + c.data.len() as u64).unwrap_or(req.offset);
+        let job_id = job.id.clone();
+        let to_proto = move |c: crate::logs::Chunk| pb::LogChunk {
+            job_id: job_id.clone(),
+            offset: c.offset,
+            data: c.data,
+            stream: c.stream,
+            step: c.step,
+        };
+        let head = tokio_stream::iter(stored.into_iter().map(to_proto.clone()).map(Ok).collect::<Vec<_>>());
+        let tail = live.map(|rx| {
+            tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |c| match c {
+                Ok(c) if c.offset >= next => {
+                    next = c.offset + c.data.len() as u64;
+                    Some(Ok(to_proto(c)))
+                }
+                Ok(_) => None,
+                Err(_) => Some(Err(Status::data_loss("log follower fell behind; tail again with --offset"))),
+            })
+        });
+        let shutdown = self.shutdown.clone().cancelled_owned();
+        let stream: Self::TailJobLogStream = match tail {
+            Some(tail) => Box::pin(futures::StreamExt::take_until(head.chain(tail), shutdown)),
+            None => Box::pin(head),
+        };
+        Ok(Response::new(stream))
+    }
+
+    async fn list_workers(
+        &self,
+        _: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let workers = self
+            .registry
+            .shared()
+            .dispatcher
+            .send(ListWorkers)
+            .await
+            .map_err(CoordError::from)?
+            .into_iter()
+            .map(|w| pb::WorkerInfo {
+                name: w.name,
+                labels: w.labels.into_iter().collect(),
+                slots: w.slots,
+                running_jobs: w.running_jobs,
+                state: w.state as i32,
+                last_seen_ms: w.last_seen_ms,
+            })
+            .collect();
+        Ok(Response::new(pb::ListWorkersResponse { workers }))
+    }
+}

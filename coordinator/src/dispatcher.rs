@@ -1,0 +1,635 @@
+//! The dispatcher: worker sessions, ready jobs, and matching one to the other.
+//!
+//! Assignment is two-phase: a job is offered to a worker with a free slot whose labels match,
+//! and becomes Running only when the worker accepts. An offer left unanswered is taken back and
+//! offered again. Reports from workers are routed to the job's pipeline; reports about a job a
+//! worker does not hold are dropped. A worker silent past its lease loses its jobs.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use baton_proto::v1::{self as pb, coordinator_message::Msg as ToWorker, worker_message::Msg as FromWorker};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::clock::SharedClock;
+use crate::logs::LogHub;
+use crate::store::records::JobStatus;
+
+/// A change of a job that its pipeline must hear about.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct JobEvent {
+    /// The job.
+    pub job_id: String,
+    /// What happened.
+    pub kind: JobEventKind,
+}
+
+/// What happened to a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobEventKind {
+    /// A worker accepted it.
+    Accepted {
+        /// The worker.
+        worker: String,
+    },
+    /// A step finished.
+    StepFinished {
+        /// Steps finished so far.
+        steps_done: u32,
+    },
+    /// It ended.
+    Finished {
+        /// Succeeded, Failed, Abandoned, Stopped or Lost.
+        status: JobStatus,
+        /// The last exit code.
+        exit_code: i32,
+        /// Steps finished.
+        steps_done: u32,
+        /// What happened, in words.
+        message: String,
+    },
+}
+
+/// A job ready to run.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Enqueue {
+    /// What the worker runs.
+    pub spec: pb::JobSpec,
+    /// Labels a worker must offer.
+    pub labels: BTreeMap<String, String>,
+    /// Where reports go.
+    pub route: Recipient<JobEvent>,
+}
+
+/// A job that was running when the coordinator stopped: wait one lease for its worker.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Adopt {
+    /// The job.
+    pub job_id: String,
+    /// The worker that ran it.
+    pub worker: String,
+    /// Where reports go.
+    pub route: Recipient<JobEvent>,
+}
+
+/// Takes a job back before it runs (queued or offered). Running jobs are signalled instead.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Cancel(pub String);
+
+/// A cancellation signal for a running job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobSignal {
+    /// Terminate now: SIGTERM to the group, grace, SIGKILL.
+    Abandon {
+        /// Grace between SIGTERM and SIGKILL.
+        grace_ms: u64,
+    },
+    /// Finish the running step, skip the rest.
+    Drain,
+}
+
+/// Sends a signal to the worker running a job.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Signal {
+    /// The job.
+    pub job_id: String,
+    /// Which signal.
+    pub signal: JobSignal,
+}
+
+/// A worker registered on a new session.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct Connected {
+    /// The worker's registration.
+    pub register: pb::Register,
+    /// Its outbound stream.
+    pub tx: UnboundedSender<pb::CoordinatorMessage>,
+}
+
+/// A message from a worker's session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FromSession {
+    /// The worker.
+    pub worker: String,
+    /// The session it came on.
+    pub session: u64,
+    /// The message.
+    pub msg: FromWorker,
+}
+
+/// A worker's session ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnected {
+    /// The worker.
+    pub worker: String,
+    /// The session that ended.
+    pub session: u64,
+}
+
+/// A worker as `ListWorkers` shows it.
+#[derive(Debug, Clone)]
+pub struct WorkerView {
+    /// Name.
+    pub name: String,
+    /// Labels it offers.
+    pub labels: BTreeMap<String, String>,
+    /// Job slots.
+    pub slots: u32,
+    /// Jobs it runs.
+    pub running_jobs: Vec<String>,
+    /// Connected, draining, disconnected (within its lease) or lost.
+    pub state: pb::WorkerState,
+    /// Last message (Unix ms).
+    pub last_seen_ms: i64,
+}
+
+/// Lists workers.
+#[derive(Message)]
+#[rtype(result = "Vec<WorkerView>")]
+pub struct ListWorkers;
+
+struct Session {
+    labels: BTreeMap<String, String>,
+    slots: u32,
+    tx: Option<UnboundedSender<pb::CoordinatorMessage>>,
+    session: u64,
+    draining: bool,
+    lost: bool,
+    last_seen_ms: i64,
+}
+
+struct Offer {
+    worker: String,
+    job: Enqueue,
+    timer: SpawnHandle,
+}
+
+struct Running {
+    worker: String,
+    route: Recipient<JobEvent>,
+}
+
+/// Timing the dispatcher works with.
+#[derive(Debug, Clone, Copy)]
+pub struct DispatchTiming {
+    /// How long an offer may stay unanswered.
+    pub offer_timeout: Duration,
+    /// How long a silent worker keeps its jobs.
+    pub lease: Duration,
+}
+
+/// Matches ready jobs to workers and routes worker reports.
+pub struct Dispatcher {
+    timing: DispatchTiming,
+    clock: SharedClock,
+    logs: Arc<LogHub>,
+    workers: BTreeMap<String, Session>,
+    queue: VecDeque<Enqueue>,
+    offers: HashMap<String, Offer>,
+    running: HashMap<String, Running>,
+    next_session: u64,
+}
+
+impl Dispatcher {
+    /// A dispatcher with no workers.
+    pub fn new(timing: DispatchTiming, clock: SharedClock, logs: Arc<LogHub>) -> Self {
+        Self {
+            timing,
+            clock,
+            logs,
+            workers: BTreeMap::new(),
+            queue: VecDeque::new(),
+            offers: HashMap::new(),
+            running: HashMap::new(),
+            next_session: 0,
+        }
+    }
+
+    fn busy(&self, worker: &str) -> usize {
+        self.running.values().filter(|r| r.worker == worker).count()
+            + self.offers.values().filter(|o| o.worker == worker).count()
+    }
+
+    fn send(&self, worker: &str, msg: ToWorker) -> bool {
+        self.workers
+            .get(worker)
+            .and_then(|w| w.tx.as_ref())
+            .is_some_and(|tx| tx.send(pb::CoordinatorMessage { msg: Some(msg) }).is_ok())
+    }
+
+    /// Offers queued jobs, oldest first, to matching workers with a free slot.
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        let mut still_queued = VecDeque::new();
+        while let Some(job) = self.queue.pop_front() {
+            let candidate = self
+                .workers
+                .iter()
+                .filter(|(_, w)| w.tx.is_some() && !w.draining && !w.lost)
+                .filter(|(_, w)| job.labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+                .map(|(name, w)| ((w.slots as usize).saturating_sub(self.busy(name)), name))
+                .filter(|(free, _)| *free > 0)
+                .max_by_key(|(free, _)| *free)
+                .map(|(_, name)| name.clone());
+            match candidate {
+                Some(worker) => self.offer(worker, job, ctx),
+                None => still_queued.push_back(job),
+            }
+        }
+        self.queue = still_queued;
+    }
+
+    fn offer(&mut self, worker: String, job: Enqueue, ctx: &mut Context<Self>) {
+        let job_id = job.spec.job_id.clone();
+        if !self.send(&worker, ToWorker::Offer(pb::JobOffer { job: Some(job.spec.clone()) })) {
+            self.queue.push_back(job);
+            return;
+        }
+        let id = job_id.clone();
+        let timer = ctx.run_later(self.timing.offer_timeout, move |act, ctx| {
+            if let Some(offer) = act.offers.remove(&id) {
+                tracing::info!(job_id = %id, worker = %offer.worker, "offer unanswered; taking it back");
+                act.send(&offer.worker, ToWorker::Withdraw(pb::WithdrawOffer { job_id: id.clone() }));
+                act.queue.push_front(offer.job);
+                act.dispatch(ctx);
+            }
+        });
+        self.offers.insert(job_id, Offer { worker, job, timer });
+    }
+
+    fn finish(&mut self, job_id: &str, kind: JobEventKind) {
+        if let Some(run) = self.running.remove(job_id) {
+            self.logs.finish(job_id);
+            run.route.do_send(JobEvent {
+                job_id: job_id.to_string(),
+                kind,
+            });
+        }
+    }
+
+    /// Declares a worker lost: its offers go back to the queue, its jobs become Lost.
+    fn lose(&mut self, worker: &str, ctx: &mut Context<Self>) {
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.lost = true;
+            w.tx = None;
+        }
+        let offered: Vec<String> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| o.worker == worker)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in offered {
+            if let Some(o) = self.offers.remove(&id) {
+                ctx.cancel_future(o.timer);
+                self.queue.push_front(o.job);
+            }
+        }
+        let jobs: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.worker == worker)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in jobs {
+            tracing::warn!(job_id = %id, %worker, "worker lost; job lost");
+            self.finish(
+                &id,
+                JobEventKind::Finished {
+                    status: JobStatus::Lost,
+                    exit_code: -1,
+                    steps_done: 0,
+                    message: format!("worker {worker} went silent past its lease"),
+                },
+            );
+        }
+        self.dispatch(ctx);
+    }
+
+    fn check_leases(&mut self, ctx: &mut Context<Self>) {
+        let now = self.clock.now_ms();
+        let lease = self.timing.lease.as_millis() as i64;
+        let expired: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.lost && now - w.last_seen_ms > lease)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for worker in expired {
+            self.lose(&worker, ctx);
+        }
+    }
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1024);
+        let tick = (self.timing.lease / 4).max(Duration::from_millis(20));
+        ctx.run_interval(tick, |act, ctx| act.check_leases(ctx));
+    }
+}
+
+impl Handler<Enqueue> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
+        self.queue.push_back(msg);
+        self.dispatch(ctx);
+    }
+}
+
+impl Handler<Adopt> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) {
+        let now = self.clock.now_ms();
+        self.workers.entry(msg.worker.clone()).or_insert_with(|| Session {
+            labels: BTreeMap::new(),
+            slots: 0,
+            tx: None,
+            session: 0,
+            draining: false,
+            lost: false,
+            last_seen_ms: now,
+        });
+        self.running.insert(
+            msg.job_id,
+            Running {
+                worker: msg.worker,
+                route: msg.route,
+            },
+        );
+    }
+}
+
+impl Handler<Cancel> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: Cancel, ctx: &mut Context<Self>) {
+        self.queue.retain(|j| j.spec.job_id != msg.0);
+        if let Some(o) = self.offers.remove(&msg.0) {
+            ctx.cancel_future(o.timer);
+            self.send(&o.worker, ToWorker::Withdraw(pb::WithdrawOffer { job_id: msg.0 }));
+        }
+    }
+}
+
+impl Handler<Signal> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: Signal, _: &mut Context<Self>) {
+        let Some(run) = self.running.get(&msg.job_id) else {
+            return;
+        };
+        let worker = run.worker.clone();
+        let job_id = msg.job_id;
+        let out = match msg.signal {
+            JobSignal::Abandon { grace_ms } => ToWorker::Abandon(pb::AbandonJob { job_id, grace_ms }),
+            JobSignal::Drain => ToWorker::Drain(pb::DrainJob { job_id }),
+        };
+        if !self.send(&worker, out) {
+            tracing::warn!(%worker, "signal not delivered: worker not connected");
+        }
+    }
+}
+
+impl Handler<Connected> for Dispatcher {
+    type Result = u64;
+    fn handle(&mut self, msg: Connected, ctx: &mut Context<Self>) -> u64 {
+        self.next_session += 1;
+        let session = self.next_session;
+        let reg = msg.register;
+        let name = reg.name.clone();
+        let still_running: HashSet<String> = reg.running_jobs.iter().cloned().collect();
+        self.workers.insert(
+            name.clone(),
+            Session {
+                labels: reg.labels.into_iter().collect(),
+                slots: reg.slots.max(1),
+                tx: Some(msg.tx),
+                session,
+                draining: false,
+                lost: false,
+                last_seen_ms: self.clock.now_ms(),
+            },
+        );
+        // Jobs we think it runs but it no longer does died with its previous process.
+        let gone: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(id, r)| r.worker == name && !still_running.contains(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.finish(
+                &id,
+                JobEventKind::Finished {
+                    status: JobStatus::Lost,
+                    exit_code: -1,
+                    steps_done: 0,
+                    message: format!("worker {name} reconnected without this job"),
+                },
+            );
+        }
+        // Jobs it runs that nobody here knows any more must not go on.
+        for id in still_running {
+            if !self.running.contains_key(&id) {
+                self.send(&name, ToWorker::Abandon(pb::AbandonJob { job_id: id, grace_ms: 0 }));
+            }
+        }
+        tracing::info!(worker = %name, session, "worker registered");
+        self.dispatch(ctx);
+        session
+    }
+}
+
+impl Handler<Disconnected> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: Disconnected, ctx: &mut Context<Self>) {
+        let Some(w) = self.workers.get_mut(&msg.worker) else {
+            return;
+        };
+        if w.session != msg.session {
+            return;
+        }
+        w.tx = None;
+        let idle = !self.running.values().any(|r| r.worker == msg.worker);
+        // Offers to it go elsewhere now; its running jobs wait out the lease.
+        let offered: Vec<String> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| o.worker == msg.worker)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in offered {
+            if let Some(o) = self.offers.remove(&id) {
+                ctx.cancel_future(o.timer);
+                self.queue.push_front(o.job);
+            }
+        }
+        if idle {
+            self.workers.remove(&msg.worker);
+        }
+        tracing::info!(worker = %msg.worker, "worker session ended");
+        self.dispatch(ctx);
+    }
+}
+
+fn outcome_status(outcome: i32) -> JobStatus {
+    match pb::JobOutcome::try_from(outcome) {
+        Ok(pb::JobOutcome::Succeeded) => JobStatus::Succeeded,
+        Ok(pb::JobOutcome::Abandoned) => JobStatus::Abandoned,
+        Ok(pb::JobOutcome::Stopped) => JobStatus::Stopped,
+        _ => JobStatus::Failed,
+    }
+}
+
+impl Handler<FromSession> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: FromSession, ctx: &mut Context<Self>) {
+        let worker = msg.worker;
+        match self.workers.get_mut(&worker) {
+            Some(w) if w.session == msg.session => w.last_seen_ms = self.clock.now_ms(),
+            // A message from a replaced session: that connection is stale.
+            _ => return,
+        }
+        let holds = |act: &Self, job_id: &str| {
+            act.running.get(job_id).is_some_and(|r| r.worker == worker)
+        };
+        match msg.msg {
+            FromWorker::OfferReply(reply) => {
+                let offer = match self.offers.remove(&reply.job_id) {
+                    Some(o) if o.worker == worker => o,
+                    Some(o) => {
+                        self.offers.insert(reply.job_id, o);
+                        return;
+                    }
+                    None => {
+                        if reply.accepted && !holds(self, &reply.job_id) {
+                            // Withdrawn or cancelled meanwhile: it must not run.
+                            self.send(&worker, ToWorker::Abandon(pb::AbandonJob {
+                                job_id: reply.job_id,
+                                grace_ms: 0,
+                            }));
+                        }
+                        return;
+                    }
+                };
+                ctx.cancel_future(offer.timer);
+                if reply.accepted {
+                    offer.job.route.do_send(JobEvent {
+                        job_id: reply.job_id.clone(),
+                        kind: JobEventKind::Accepted {
+                            worker: worker.clone(),
+                        },
+                    });
+                    self.running.insert(
+                        reply.job_id,
+                        Running {
+                            worker,
+                            route: offer.job.route,
+                        },
+                    );
+                } else {
+                    tracing::info!(job_id = %reply.job_id, %worker, reason = %reply.reason, "offer refused");
+                    if reply.reason == "draining"
+                        && let Some(w) = self.workers.get_mut(&worker)
+                    {
+                        w.draining = true;
+                    }
+                    self.queue.push_front(offer.job);
+                }
+                self.dispatch(ctx);
+            }
+            FromWorker::StepFinished(step) => {
+                if let Some(run) = self.running.get(&step.job_id).filter(|r| r.worker == worker) {
+                    run.route.do_send(JobEvent {
+                        job_id: step.job_id,
+                        kind: JobEventKind::StepFinished {
+                            steps_done: step.step + 1,
+                        },
+                    });
+                }
+            }
+            FromWorker::JobFinished(done) => {
+                if holds(self, &done.job_id) {
+                    self.finish(
+                        &done.job_id,
+                        JobEventKind::Finished {
+                            status: outcome_status(done.outcome),
+                            exit_code: done.exit_code,
+                            steps_done: done.steps_done,
+                            message: done.message,
+                        },
+                    );
+                    self.dispatch(ctx);
+                } else {
+                    tracing::warn!(job_id = %done.job_id, %worker, "dropped a report for a job this worker does not hold");
+                }
+            }
+            FromWorker::Goodbye(bye) => {
+                tracing::info!(%worker, reason = %bye.reason, "worker says goodbye");
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.draining = true;
+                }
+            }
+            FromWorker::SignalAck(ack) => {
+                if ack.kind == pb::SignalKind::DrainWorker as i32
+                    && let Some(w) = self.workers.get_mut(&worker)
+                {
+                    w.draining = true;
+                }
+                tracing::debug!(job_id = %ack.job_id, %worker, kind = ack.kind, "signal acknowledged");
+            }
+            FromWorker::Heartbeat(_) | FromWorker::JobStarted(_) | FromWorker::Register(_) => {}
+            FromWorker::Log(_) => {}
+        }
+    }
+}
+
+impl Handler<ListWorkers> for Dispatcher {
+    type Result = MessageResult<ListWorkers>;
+    fn handle(&mut self, _: ListWorkers, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.workers
+                .iter()
+                .map(|(name, w)| WorkerView {
+                    name: name.clone(),
+                    labels: w.labels.clone(),
+                    slots: w.slots,
+                    running_jobs: self
+                        .running
+                        .iter()
+                        .filter(|(_, r)| r.worker == *name)
+                        .map(|(id, _)| id.clone())
+                        .collect(),
+                    state: if w.lost {
+                        pb::WorkerState::Lost
+                    } else if w.tx.is_none() {
+                        pb::WorkerState::Disconnected
+                    } else if w.draining {
+                        pb::WorkerState::Draining
+                    } else {
+                        pb::WorkerState::Connected
+                    },
+                    last_seen_ms: w.last_seen_ms,
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Whether a log from `worker` for `job_id` should be kept.
+impl Dispatcher {
+    /// True when `worker` holds `job_id` (used by tests and the log path).
+    pub fn worker_holds(&self, worker: &str, job_id: &str) -> bool {
+        self.running.get(job_id).is_some_and(|r| r.worker == worker)
+    }
+}

@@ -1,0 +1,180 @@
+//! Starting and stopping a coordinator: the store, the actor system, the gRPC server.
+//!
+//! Actors live on their own thread under an actix `System`; tonic serves on the caller's tokio
+//! runtime. Handlers reach actors through their `Addr`, which is `Send`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use baton_proto::v1::agent_service_server::AgentServiceServer;
+use baton_proto::v1::pipeline_service_server::PipelineServiceServer;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::agent_server::AgentApi;
+use crate::api::pipeline_server::PipelineApi;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::CoordinatorConfig;
+use crate::dispatcher::{DispatchTiming, Dispatcher};
+use crate::events::EventHub;
+use crate::execution::Shared;
+use crate::logs::LogHub;
+use crate::registry::Registry;
+use crate::store::{SledEngine, Store};
+
+/// Anything that stops the coordinator from starting or serving.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error("cannot open the store in {path}: {message}. Nothing was changed; check the directory's permissions, or that no other coordinator uses it")]
+    Store {
+        /// The data directory.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The stored state could not be loaded.
+    #[error("cannot load the stored state: {0}")]
+    Load(String),
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Serve(String),
+}
+
+/// The actor thread: a `System` that runs until told to stop.
+struct ActorSystem {
+    arbiter: ArbiterHandle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ActorSystem {
+    fn start() -> Result<Self, StartError> {
+        let (arbiter_tx, arbiter_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("baton-actors".into())
+            .spawn(move || {
+                let system = actix::System::new();
+                system.block_on(async move {
+                    let _ = arbiter_tx.send(Arbiter::current());
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(|e| StartError::Serve(e.to_string()))?;
+        let arbiter = arbiter_rx
+            .recv()
+            .map_err(|_| StartError::Serve("the actor system did not start".into()))?;
+        Ok(Self {
+            arbiter,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ActorSystem {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Serves the coordinator on `listener` until `shutdown` is cancelled.
+///
+/// The caller binds the socket (tests use `127.0.0.1:0`) and owns shutdown. Returns once the
+/// server has stopped and the store is closed, so the same data directory can be opened again.
+pub async fn run(
+    config: CoordinatorConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    run_with_clock(config, listener, shutdown, Arc::new(SystemClock)).await
+}
+
+/// [`run`] with an injected clock.
+pub async fn run_with_clock(
+    config: CoordinatorConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+    clock: SharedClock,
+) -> Result<(), StartError> {
+    let store_err = |e: crate::store::StoreError| StartError::Store {
+        path: config.data_dir.display().to_string(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::Store {
+        path: config.data_dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let engine = Arc::new(SledEngine::open(&config.data_dir).map_err(store_err)?);
+    let store = Store::start(engine.clone());
+    let actors = ActorSystem::start()?;
+    let logs = Arc::new(LogHub::new(store.clone()));
+    let timing = DispatchTiming {
+        offer_timeout: config.offer_timeout,
+        lease: config.lease,
+    };
+    let dispatcher = {
+        let (clock, logs) = (clock.clone(), logs.clone());
+        Dispatcher::start_in_arbiter(&actors.arbiter, move |_| Dispatcher::new(timing, clock, logs))
+    };
+    let shared = Shared {
+        store: store.clone(),
+        dispatcher: dispatcher.clone(),
+        events: Arc::new(EventHub::default()),
+        clock,
+    };
+    let registry = Arc::new(Registry::new(shared, actors.arbiter.clone()));
+    let loaded = registry.load_all().map_err(|e| StartError::Load(e.to_string()))?;
+    tracing::info!(pipelines = loaded, data_dir = %config.data_dir.display(), "store loaded");
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<PipelineServiceServer<PipelineApi>>().await;
+    health.set_serving::<AgentServiceServer<AgentApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(baton_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Serve(e.to_string()))?;
+    let pipeline_api = PipelineApi {
+        registry,
+        logs: logs.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let agent_api = AgentApi {
+        dispatcher,
+        logs,
+        heartbeat_interval: config.heartbeat_interval,
+        lease: config.lease,
+        shutdown: shutdown.clone(),
+    };
+    let max = config.max_message_bytes;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let served = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            PipelineServiceServer::new(pipeline_api)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            AgentServiceServer::new(agent_api)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+        .await;
+    drop(actors);
+    drop(store);
+    // Whatever is still queued is written before the engine closes.
+    let _ = tokio::task::spawn_blocking(move || drop(engine)).await;
+    served.map_err(|e| StartError::Serve(e.to_string()))
+}

@@ -1,0 +1,252 @@
+//! The store: the only module that touches the storage engine.
+//!
+//! One writer thread owns every write. It takes all requests that are waiting (up to
+//! [`MAX_BATCH_OPS`] operations), applies them as one atomic batch, makes the batch durable
+//! (one flush) and only then answers each request. Callers await that answer before they
+//! acknowledge a client, dispatch a job or tell a watcher (group commit).
+//!
+//! Reads go straight to the engine from any thread.
+
+mod memory;
+pub mod records;
+mod sled_engine;
+
+use std::sync::Arc;
+use std::sync::mpsc;
+
+pub use memory::MemoryEngine;
+pub use sled_engine::SledEngine;
+
+/// Largest number of operations the writer folds into one batch.
+pub const MAX_BATCH_OPS: usize = 512;
+
+/// The named key spaces of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tree {
+    /// Pipeline name -> current [`records::PipelineRecord`].
+    Pipelines,
+    /// `name \0 version(be)` -> YAML text of that version.
+    PipelineVersions,
+    /// Execution id -> [`records::ExecutionRecord`].
+    Executions,
+    /// `pipeline \0 number(be)` -> execution id: a pipeline's history as a range scan.
+    ExecutionIndex,
+    /// `pipeline \0 stage` -> [`records::StageRecord`].
+    Stages,
+    /// Job id -> [`records::JobRecord`].
+    Jobs,
+    /// `job id \0 offset(be)` -> [`records::LogRecord`].
+    Logs,
+}
+
+impl Tree {
+    /// Every tree, for engines that open them up front.
+    pub const ALL: [Tree; 7] = [
+        Tree::Pipelines,
+        Tree::PipelineVersions,
+        Tree::Executions,
+        Tree::ExecutionIndex,
+        Tree::Stages,
+        Tree::Jobs,
+        Tree::Logs,
+    ];
+
+    /// The tree's on-disk name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Pipelines => "pipelines",
+            Tree::PipelineVersions => "pipeline_versions",
+            Tree::Executions => "executions",
+            Tree::ExecutionIndex => "execution_index",
+            Tree::Stages => "stages",
+            Tree::Jobs => "jobs",
+            Tree::Logs => "logs",
+        }
+    }
+}
+
+/// One write.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Insert or replace `key` in `tree`.
+    Put(Tree, Vec<u8>, Vec<u8>),
+    /// Remove `key` from `tree`.
+    Delete(Tree, Vec<u8>),
+}
+
+impl Op {
+    /// A put of a serde record as JSON.
+    pub fn put_json<T: serde::Serialize>(tree: Tree, key: impl Into<Vec<u8>>, value: &T) -> Op {
+        // Serialising our own plain records cannot fail; an empty value would be caught on read.
+        Op::Put(tree, key.into(), serde_json::to_vec(value).unwrap_or_default())
+    }
+}
+
+/// A storage failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The engine refused or failed a read or write.
+    #[error("storage engine: {0}")]
+    Engine(String),
+    /// A stored value could not be decoded.
+    #[error("corrupt record in {tree}: {message}")]
+    Corrupt {
+        /// Which tree.
+        tree: &'static str,
+        /// The decoding error.
+        message: String,
+    },
+    /// The writer thread is gone (the coordinator is shutting down).
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// A storage engine: sled for real use, memory for tests and simulations.
+pub trait Engine: Send + Sync + 'static {
+    /// Applies `ops` atomically and makes them durable before returning.
+    fn apply(&self, ops: &[Op]) -> Result<(), StoreError>;
+    /// Reads one key.
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Reads every key that starts with `prefix`, in key order.
+    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+}
+
+struct WriteRequest {
+    ops: Vec<Op>,
+    done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Handle to the store; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Store {
+    engine: Arc<dyn Engine>,
+    writer: mpsc::Sender<WriteRequest>,
+}
+
+impl Store {
+    /// Starts the writer thread over `engine`.
+    pub fn start(engine: Arc<dyn Engine>) -> Store {
+        let (tx, rx) = mpsc::channel::<WriteRequest>();
+        let writer_engine = engine.clone();
+        std::thread::Builder::new()
+            .name("baton-store-writer".into())
+            .spawn(move || write_loop(writer_engine.as_ref(), rx))
+            .map(|_| ())
+            .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the store writer"));
+        Store { engine, writer: tx }
+    }
+
+    /// Writes `ops` atomically; resolves once they are durable.
+    pub async fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.writer
+            .send(WriteRequest { ops, done })
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues `ops` behind every earlier write without waiting for them to be durable (for
+    /// data nobody is acknowledged for, such as log chunks).
+    pub fn write_detached(&self, ops: Vec<Op>) {
+        let (done, _) = tokio::sync::oneshot::channel();
+        let _ = self.writer.send(WriteRequest { ops, done });
+    }
+
+    /// Reads one key.
+    pub fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.engine.get(tree, key)
+    }
+
+    /// Reads and decodes one JSON record.
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: Tree,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self.engine.get(tree, key)? {
+            None => Ok(None),
+            Some(bytes) => decode(tree, &bytes).map(Some),
+        }
+    }
+
+    /// Reads every key with `prefix`, in key order.
+    pub fn scan_prefix(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.engine.scan_prefix(tree, prefix)
+    }
+
+    /// Reads and decodes every JSON record with `prefix`, in key order.
+    pub fn scan_json<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+    ) -> Result<Vec<T>, StoreError> {
+        self.engine
+            .scan_prefix(tree, prefix)?
+            .iter()
+            .map(|(_, v)| decode(tree, v))
+            .collect()
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(tree: Tree, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        tree: tree.name(),
+        message: e.to_string(),
+    })
+}
+
+fn write_loop(engine: &dyn Engine, rx: mpsc::Receiver<WriteRequest>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        let mut count = batch[0].ops.len();
+        while count < MAX_BATCH_OPS {
+            match rx.try_recv() {
+                Ok(next) => {
+                    count += next.ops.len();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let ops: Vec<Op> = batch.iter().flat_map(|r| r.ops.iter().cloned()).collect();
+        let result = engine.apply(&ops);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "store batch failed");
+        }
+        for request in batch {
+            let _ = request.done.send(result.clone());
+        }
+    }
+}
+
+/// Key `a \0 b`.
+pub fn key2(a: &str, b: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + b.len() + 1);
+    k.extend_from_slice(a.as_bytes());
+    k.push(0);
+    k.extend_from_slice(b.as_bytes());
+    k
+}
+
+/// Key `a \0 n(big endian)`, so that numeric order is key order.
+pub fn key_num(a: &str, n: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + 9);
+    k.extend_from_slice(a.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// Prefix `a \0` for scanning everything under `a`.
+pub fn prefix(a: &str) -> Vec<u8> {
+    let mut k = a.as_bytes().to_vec();
+    k.push(0);
+    k
+}
