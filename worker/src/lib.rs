@@ -1,1 +1,55 @@
-//! Baton worker library.
+//! Baton's worker agent: connects to a coordinator, takes the jobs it offers and runs each step as
+//! `sh -c <step>` in its own process group, streaming output and outcomes back.
+//!
+//! [`run`] is the whole worker; `main.rs` only parses flags, sets up tracing and turns signals
+//! into [`Shutdown`]. [`runner::run_job`] runs one job without any coordinator, for tests and
+//! for embedding. The worker never reports a job ended while a live process of it remains.
+
+mod agent;
+pub mod config;
+mod error;
+pub mod proc_group;
+pub mod runner;
+mod session;
+mod step;
+
+use std::collections::VecDeque;
+
+use tokio::sync::mpsc;
+
+pub use config::{Shutdown, WorkerConfig};
+pub use error::{WorkerError, chain};
+pub use runner::{JobContext, JobControl, JobEnd, JobEvent, Report, run_job};
+pub use step::LOG_CHUNK;
+
+/// Reports from all jobs waiting for the session loop.
+const REPORT_QUEUE: usize = 256;
+
+/// Runs a worker until it has drained (returns `Ok`) or been abandoned and reported.
+///
+/// Reconnects with backoff when the coordinator goes away, keeping its jobs running; returns an
+/// error only for bad configuration or when the coordinator refuses it (bad token) while idle.
+pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerError> {
+    config.validate()?;
+    let endpoint = session::endpoint(&config)?;
+    tokio::fs::create_dir_all(&config.work_dir)
+        .await
+        .map_err(|source| WorkerError::Io {
+            what: "cannot create work directory",
+            path: config.work_dir.clone(),
+            source,
+        })?;
+    let (reports_tx, reports) = mpsc::channel(REPORT_QUEUE);
+    let backoff = config.reconnect_backoff;
+    let worker = session::Worker {
+        agent: agent::Agent::new(config, reports_tx),
+        reports,
+        pending: VecDeque::new(),
+        shutdown,
+        lease: None,
+        backoff,
+        lost_at: None,
+        lease_expired: false,
+    };
+    worker.run(endpoint).await
+}

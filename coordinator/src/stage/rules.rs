@@ -172,7 +172,11 @@ pub fn withdraw(lock: &mut StageLock, execution_id: &str) -> bool {
 
 /// Lets waiting executions in while the stage has room.
 pub fn admit(lock: &mut StageLock, mode: Mode, now_ms: i64) -> Vec<Effect> {
-    let capacity = if mode == Mode::Parallel { usize::MAX } else { 1 };
+    let capacity = if mode == Mode::Parallel {
+        usize::MAX
+    } else {
+        1
+    };
     let mut effects = Vec::new();
     while lock.holders.len() < capacity {
         let Some(next) = lock.waiting.pop_front() else {
@@ -184,4 +188,5 @@ pub fn admit(lock: &mut StageLock, mode: Mode, now_ms: i64) -> Vec<Effect> {
 }
 
 #[cfg(test)]
+#[path = "rules_tests.rs"]
 mod tests;

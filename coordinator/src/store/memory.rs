@@ -3,16 +3,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::{Engine, Op, StoreError, Tree};
+use super::{Engine, KeyValues, Op, StoreError, Tree};
 
 /// Keeps every tree in a `BTreeMap` behind one mutex.
 #[derive(Default)]
 pub struct MemoryEngine {
-    trees: Mutex<HashMap<Tree, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    trees: Mutex<Trees>,
 }
 
+type Trees = HashMap<Tree, BTreeMap<Vec<u8>, Vec<u8>>>;
+
 impl MemoryEngine {
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<Tree, BTreeMap<Vec<u8>, Vec<u8>>>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut Trees) -> R) -> R {
         let mut guard = self.trees.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
     }
@@ -39,7 +41,7 @@ impl Engine for MemoryEngine {
         Ok(self.with(|t| t.get(&tree).and_then(|m| m.get(key).cloned())))
     }
 
-    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<KeyValues, StoreError> {
         Ok(self.with(|t| {
             t.get(&tree)
                 .map(|m| {

@@ -65,6 +65,9 @@ impl Tree {
     }
 }
 
+/// Keys and values read by a scan, in key order.
+pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One write.
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -78,7 +81,11 @@ impl Op {
     /// A put of a serde record as JSON.
     pub fn put_json<T: serde::Serialize>(tree: Tree, key: impl Into<Vec<u8>>, value: &T) -> Op {
         // Serialising our own plain records cannot fail; an empty value would be caught on read.
-        Op::Put(tree, key.into(), serde_json::to_vec(value).unwrap_or_default())
+        Op::Put(
+            tree,
+            key.into(),
+            serde_json::to_vec(value).unwrap_or_default(),
+        )
     }
 }
 
@@ -108,7 +115,7 @@ pub trait Engine: Send + Sync + 'static {
     /// Reads one key.
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Reads every key that starts with `prefix`, in key order.
-    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<KeyValues, StoreError>;
 }
 
 struct WriteRequest {
@@ -173,11 +180,7 @@ impl Store {
     }
 
     /// Reads every key with `prefix`, in key order.
-    pub fn scan_prefix(
-        &self,
-        tree: Tree,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<KeyValues, StoreError> {
         self.engine.scan_prefix(tree, prefix)
     }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use sled::Transactional;
 
-use super::{Engine, Op, StoreError, Tree};
+use super::{Engine, KeyValues, Op, StoreError, Tree};
 
 /// sled 0.34 with one sled tree per [`Tree`].
 pub struct SledEngine {
@@ -63,10 +63,14 @@ impl Engine for SledEngine {
     }
 
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree(tree).get(key).map_err(engine_err)?.map(|v| v.to_vec()))
+        Ok(self
+            .tree(tree)
+            .get(key)
+            .map_err(engine_err)?
+            .map(|v| v.to_vec()))
     }
 
-    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<KeyValues, StoreError> {
         self.tree(tree)
             .scan_prefix(prefix)
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine_err))

@@ -18,7 +18,10 @@ fn wait(id: &str) -> Effect {
 #[test]
 fn first_arrival_enters_a_free_stage() {
     let mut lock = StageLock::default();
-    assert_eq!(arrive(&mut lock, Mode::Superseded, "e1", 0), vec![enter("e1", 1)]);
+    assert_eq!(
+        arrive(&mut lock, Mode::Superseded, "e1", 0),
+        vec![enter("e1", 1)]
+    );
     assert!(lock.holds("e1"));
 }
 
@@ -26,7 +29,10 @@ fn first_arrival_enters_a_free_stage() {
 fn newer_arrival_supersedes_the_waiting_execution() {
     let mut lock = StageLock::default();
     arrive(&mut lock, Mode::Superseded, "e1", 0);
-    assert_eq!(arrive(&mut lock, Mode::Superseded, "e2", 1), vec![wait("e2")]);
+    assert_eq!(
+        arrive(&mut lock, Mode::Superseded, "e2", 1),
+        vec![wait("e2")]
+    );
     assert_eq!(
         arrive(&mut lock, Mode::Superseded, "e3", 2),
         vec![
@@ -43,7 +49,10 @@ fn newer_arrival_supersedes_the_waiting_execution() {
         leave(&mut lock, Mode::Superseded, "e1", LeaveReason::Succeeded, 3),
         vec![enter("e3", 2)]
     );
-    assert_eq!(lock.last_outcome.as_ref().map(|o| o.result), Some(LeaveReason::Succeeded));
+    assert_eq!(
+        lock.last_outcome.as_ref().map(|o| o.result),
+        Some(LeaveReason::Succeeded)
+    );
 }
 
 #[test]
@@ -52,15 +61,24 @@ fn queued_stage_admits_in_arrival_order() {
     for id in ["e1", "e2", "e3"] {
         arrive(&mut lock, Mode::Queued, id, 0);
     }
-    assert_eq!(leave(&mut lock, Mode::Queued, "e1", LeaveReason::Failed, 1), vec![enter("e2", 2)]);
-    assert_eq!(leave(&mut lock, Mode::Queued, "e2", LeaveReason::Succeeded, 2), vec![enter("e3", 3)]);
+    assert_eq!(
+        leave(&mut lock, Mode::Queued, "e1", LeaveReason::Failed, 1),
+        vec![enter("e2", 2)]
+    );
+    assert_eq!(
+        leave(&mut lock, Mode::Queued, "e2", LeaveReason::Succeeded, 2),
+        vec![enter("e3", 3)]
+    );
 }
 
 #[test]
 fn parallel_stage_lets_everyone_in() {
     let mut lock = StageLock::default();
     arrive(&mut lock, Mode::Parallel, "e1", 0);
-    assert_eq!(arrive(&mut lock, Mode::Parallel, "e2", 0), vec![enter("e2", 2)]);
+    assert_eq!(
+        arrive(&mut lock, Mode::Parallel, "e2", 0),
+        vec![enter("e2", 2)]
+    );
     assert_eq!(lock.holders.len(), 2);
 }
 
@@ -94,12 +112,22 @@ fn superseded_invariants_hold_under_random_traffic() {
             if next() % 3 != 0 {
                 arrived += 1;
                 arrive(&mut lock, Mode::Superseded, &format!("e{arrived}"), step);
-                let waiting: Vec<_> = lock.waiting.iter().map(|w| w.execution_id.clone()).collect();
+                let waiting: Vec<_> = lock
+                    .waiting
+                    .iter()
+                    .map(|w| w.execution_id.clone())
+                    .collect();
                 if !waiting.is_empty() {
                     assert_eq!(waiting, vec![format!("e{arrived}")], "the newest waits");
                 }
             } else if let Some(h) = lock.holders.first().cloned() {
-                leave(&mut lock, Mode::Superseded, &h.execution_id, LeaveReason::Succeeded, step);
+                leave(
+                    &mut lock,
+                    Mode::Superseded,
+                    &h.execution_id,
+                    LeaveReason::Succeeded,
+                    step,
+                );
             }
             assert!(lock.holders.len() <= 1);
             assert!(lock.waiting.len() <= 1);

@@ -1,0 +1,251 @@
+//! The worker's state between connections: the jobs it runs, whether it is draining, and the
+//! translation of coordinator messages into job actions and of job reports into wire messages.
+//!
+//! Nothing here touches the network: [`Agent`] returns the messages to send and `session.rs`
+//! sends them. Jobs outlive connections; they are owned by the agent's `JoinSet`, and a dropped
+//! agent aborts them (each step's group guard then kills its processes).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use baton_proto::v1::coordinator_message::Msg as CMsg;
+use baton_proto::v1::worker_message::Msg;
+use baton_proto::v1::{
+    CoordinatorMessage, Goodbye, JobFinished, JobSpec, JobStarted, OfferReply, Register, SignalAck,
+    SignalKind, StepFinished, WorkerLog, WorkerMessage,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::WorkerConfig;
+use crate::runner::{self, JobContext, JobControl, JobEvent, Report};
+
+/// Signals a job may have queued before it reads them.
+const CONTROL_QUEUE: usize = 8;
+
+/// The worker's jobs and mode.
+pub(crate) struct Agent {
+    config: WorkerConfig,
+    jobs: HashMap<String, mpsc::Sender<JobControl>>,
+    tasks: JoinSet<()>,
+    reports: mpsc::Sender<Report>,
+    /// No new jobs; leave once the running ones are reported.
+    pub draining: bool,
+    /// The running jobs were told to abandon.
+    pub abandoning: bool,
+}
+
+impl Agent {
+    /// An agent whose jobs report on `reports`.
+    pub fn new(config: WorkerConfig, reports: mpsc::Sender<Report>) -> Self {
+        Self {
+            config,
+            jobs: HashMap::new(),
+            tasks: JoinSet::new(),
+            reports,
+            draining: false,
+            abandoning: false,
+        }
+    }
+
+    /// The first message of every session.
+    pub fn register(&self) -> WorkerMessage {
+        let mut running_jobs: Vec<String> = self.jobs.keys().cloned().collect();
+        running_jobs.sort();
+        wire(Msg::Register(Register {
+            name: self.config.name.clone(),
+            labels: self.config.labels.clone().into_iter().collect(),
+            slots: self.config.slots,
+            token: self.config.token.clone(),
+            running_jobs,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+
+    /// True once a draining worker has nothing left running.
+    pub fn finished(&self) -> bool {
+        (self.draining || self.abandoning) && self.jobs.is_empty()
+    }
+
+    /// Jobs still running (their final report may not have been sent yet).
+    pub fn running(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Stop taking jobs.
+    pub fn drain(&mut self) {
+        if !self.draining {
+            tracing::info!(
+                running = self.jobs.len(),
+                "draining: finishing running jobs"
+            );
+        }
+        self.draining = true;
+    }
+
+    /// Abandon every running job (with its own grace) and stop taking jobs.
+    pub fn abandon_all(&mut self, why: &str) {
+        self.draining = true;
+        self.abandoning = true;
+        self.abandon_jobs(why);
+    }
+
+    /// Abandon every running job (with its own grace); keep taking new ones.
+    pub fn abandon_jobs(&self, why: &str) {
+        tracing::warn!(running = self.jobs.len(), why, "abandoning running jobs");
+        for control in self.jobs.values() {
+            let _ = control.try_send(JobControl::Abandon { grace: None });
+        }
+    }
+
+    /// The goodbye a leaving worker sends.
+    pub fn goodbye(&self) -> WorkerMessage {
+        let reason = if self.abandoning {
+            "abandoned"
+        } else {
+            "drained"
+        };
+        wire(Msg::Goodbye(Goodbye {
+            reason: reason.into(),
+        }))
+    }
+
+    /// Acts on one coordinator message; returns what to send back, in order.
+    pub fn on_message(&mut self, message: CoordinatorMessage) -> Vec<WorkerMessage> {
+        let Some(msg) = message.msg else {
+            tracing::warn!("empty message from the coordinator");
+            return Vec::new();
+        };
+        match msg {
+            CMsg::Registered(_) => {
+                tracing::warn!("unexpected second Registered");
+                Vec::new()
+            }
+            CMsg::Offer(offer) => match offer.job {
+                Some(job) => self.on_offer(job),
+                None => {
+                    tracing::warn!("job offer without a job");
+                    Vec::new()
+                }
+            },
+            CMsg::Withdraw(w) => {
+                self.control(&w.job_id, JobControl::Withdraw);
+                Vec::new()
+            }
+            CMsg::Abandon(a) => {
+                let ack = ack(&a.job_id, SignalKind::Abandon);
+                let grace = (a.grace_ms > 0).then(|| Duration::from_millis(a.grace_ms));
+                self.control(&a.job_id, JobControl::Abandon { grace });
+                vec![ack]
+            }
+            CMsg::Drain(d) => {
+                let ack = ack(&d.job_id, SignalKind::Drain);
+                self.control(&d.job_id, JobControl::Drain);
+                vec![ack]
+            }
+            CMsg::DrainWorker(_) => {
+                self.drain();
+                vec![ack("", SignalKind::DrainWorker)]
+            }
+        }
+    }
+
+    fn on_offer(&mut self, job: JobSpec) -> Vec<WorkerMessage> {
+        let job_id = job.job_id.clone();
+        let reply = |accepted: bool, reason: &str| {
+            wire(Msg::OfferReply(OfferReply {
+                job_id: job_id.clone(),
+                accepted,
+                reason: reason.into(),
+            }))
+        };
+        if self.jobs.contains_key(&job_id) {
+            // A repeated offer (our reply was lost): accept again, do not start twice.
+            return vec![reply(true, "")];
+        }
+        if job_id.is_empty() {
+            tracing::warn!("job offer without a job id");
+            return vec![reply(false, "invalid: empty job id")];
+        }
+        if self.draining {
+            return vec![reply(false, "draining")];
+        }
+        if self.jobs.len() >= self.config.slots as usize {
+            return vec![reply(false, "full")];
+        }
+        tracing::info!(job_id, steps = job.steps.len(), "starting job");
+        let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        self.jobs.insert(job_id.clone(), control);
+        let ctx = JobContext {
+            work_dir: self.config.work_dir.clone(),
+            worker_name: self.config.name.clone(),
+        };
+        let reports = self.reports.clone();
+        self.tasks.spawn(async move {
+            runner::run_job(job, ctx, reports, control_rx).await;
+        });
+        let started = wire(Msg::JobStarted(JobStarted {
+            job_id: job_id.clone(),
+        }));
+        vec![reply(true, ""), started]
+    }
+
+    fn control(&self, job_id: &str, control: JobControl) {
+        match self.jobs.get(job_id) {
+            Some(tx) => {
+                if tx.try_send(control).is_err() {
+                    tracing::warn!(job_id, "job is not taking signals");
+                }
+            }
+            None => tracing::debug!(job_id, ?control, "signal for a job not running here"),
+        }
+    }
+
+    /// Books a job report and turns it into its wire message (`None` for a withdrawn job).
+    pub fn on_report(&mut self, report: Report) -> Option<WorkerMessage> {
+        let job_id = report.job_id;
+        let msg = match report.event {
+            JobEvent::Log { step, stream, data } => Msg::Log(WorkerLog {
+                job_id,
+                step,
+                stream: stream as i32,
+                data,
+            }),
+            JobEvent::StepFinished { step, exit_code } => Msg::StepFinished(StepFinished {
+                job_id,
+                step,
+                exit_code,
+            }),
+            JobEvent::Finished(end) => {
+                tracing::info!(job_id, outcome = ?end.outcome, end.exit_code, "job ended");
+                self.jobs.remove(&job_id);
+                while self.tasks.try_join_next().is_some() {}
+                Msg::JobFinished(JobFinished {
+                    job_id,
+                    outcome: end.outcome as i32,
+                    exit_code: end.exit_code,
+                    message: end.message,
+                    steps_done: end.steps_done,
+                })
+            }
+            JobEvent::Withdrawn => {
+                tracing::info!(job_id, "offer withdrawn before the job started");
+                self.jobs.remove(&job_id);
+                return None;
+            }
+        };
+        Some(wire(msg))
+    }
+}
+
+fn ack(job_id: &str, kind: SignalKind) -> WorkerMessage {
+    wire(Msg::SignalAck(SignalAck {
+        job_id: job_id.into(),
+        kind: kind as i32,
+    }))
+}
+
+/// Wraps a message in the envelope.
+pub(crate) fn wire(msg: Msg) -> WorkerMessage {
+    WorkerMessage { msg: Some(msg) }
+}

@@ -1,0 +1,152 @@
+//! Process groups: who is still alive in one, signalling it, and waiting until it is gone.
+//!
+//! Every step runs as the leader of its own process group, so the group id is the step's pid.
+//! `kill(-pgid, 0)` is no proof of life (it succeeds while zombies remain), so liveness is read
+//! from `/proc/<pid>/stat`: a member counts while its state is not `Z` (zombie) or `X` (dead).
+//! This module never reports a group gone while a live member remains.
+
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::time::{Instant, sleep};
+
+/// How often [`wait_gone`] looks at `/proc` again, at most.
+const POLL_MAX: Duration = Duration::from_millis(50);
+
+/// The pids of the live (not zombie) processes whose process group is `pgid`.
+pub fn live_members(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return fallback_members(pgid);
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| parse_stat(&stat))
+                .is_some_and(|(state, pgrp)| pgrp == pgid && state != 'Z' && state != 'X')
+        })
+        .collect()
+}
+
+/// Without `/proc`, the best we can do is `kill(-pgid, 0)` (counts zombies as alive).
+fn fallback_members(pgid: i32) -> Vec<i32> {
+    match killpg(Pid::from_raw(pgid), None) {
+        Ok(()) => vec![pgid],
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Parses `state` and `pgrp` from a `/proc/<pid>/stat` line. The command name (field 2) may
+/// contain spaces and parentheses, so fields are counted from the last `)`.
+fn parse_stat(stat: &str) -> Option<(char, i32)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+/// True while any live process is in group `pgid`.
+pub fn is_alive(pgid: i32) -> bool {
+    !live_members(pgid).is_empty()
+}
+
+/// Sends `signal` to every process in group `pgid`. A group that no longer exists is not an error.
+pub fn signal(pgid: i32, signal: Signal) {
+    match killpg(Pid::from_raw(pgid), signal) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(err) => tracing::warn!(pgid, %signal, %err, "cannot signal process group"),
+    }
+}
+
+/// Waits until group `pgid` has no live member, or until `limit` passes. True when it is gone.
+pub async fn wait_gone(pgid: i32, limit: Option<Duration>) -> bool {
+    let deadline = limit.map(|d| Instant::now() + d);
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if !is_alive(pgid) {
+            return true;
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return false;
+        }
+        let wake = deadline.map_or(now + pause, |d| d.min(now + pause));
+        sleep(wake - now).await;
+        pause = (pause * 2).min(POLL_MAX);
+    }
+}
+
+/// SIGTERM to the group, up to `grace` for it to leave, then SIGKILL; returns once the group is
+/// gone. True when SIGKILL was needed.
+pub async fn terminate(pgid: i32, grace: Duration) -> bool {
+    signal(pgid, Signal::SIGTERM);
+    if wait_gone(pgid, Some(grace)).await {
+        return false;
+    }
+    kill(pgid).await;
+    true
+}
+
+/// SIGKILL to the group; returns once the group is gone.
+pub async fn kill(pgid: i32) {
+    loop {
+        signal(pgid, Signal::SIGKILL);
+        // A member forked between the signal and now would escape one SIGKILL; signal again.
+        if wait_gone(pgid, Some(Duration::from_secs(5))).await {
+            return;
+        }
+        tracing::warn!(
+            pgid,
+            members = ?live_members(pgid),
+            "process group still alive after SIGKILL"
+        );
+    }
+}
+
+/// Kills a process group when dropped, unless disarmed: a runner task that is aborted midway
+/// leaves no processes behind.
+#[derive(Debug)]
+pub struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl GroupGuard {
+    /// Guards group `pgid`.
+    pub fn new(pgid: i32) -> Self {
+        Self { pgid: Some(pgid) }
+    }
+
+    /// The group is known to be gone; do nothing on drop.
+    pub fn disarm(&mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid {
+            signal(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_odd_command_name_parses() {
+        let line = "1234 (a (weird) name) S 1 4321 4321 0 -1 4194560 100";
+        assert_eq!(parse_stat(line), Some(('S', 4321)));
+    }
+
+    #[test]
+    fn stat_garbage_is_none() {
+        assert_eq!(parse_stat("nonsense"), None);
+    }
+}

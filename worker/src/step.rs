@@ -1,0 +1,151 @@
+//! One step: `sh -c <command>` as the leader of its own process group, with its stdout and stderr
+//! pumped into log events as they arrive (chunks of at most [`LOG_CHUNK`] bytes).
+//!
+//! A [`Step`] owns a [`GroupGuard`]: dropping a step that was not seen to the end kills its group.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use baton_proto::v1::LogStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::proc_group::GroupGuard;
+use crate::runner::{JobEvent, Report};
+
+/// Largest log chunk sent in one `WorkerLog` message.
+pub const LOG_CHUNK: usize = 64 * 1024;
+
+/// How long output may still trickle in after the group is gone (a process that left the group
+/// with `setsid` can hold the pipes open; we stop reading rather than wait for it).
+const OUTPUT_LINGER: Duration = Duration::from_secs(2);
+
+/// A running step.
+pub(crate) struct Step {
+    /// The `sh` process; its pid is the group id.
+    pub child: Child,
+    /// The step's process group id.
+    pub pgid: i32,
+    guard: GroupGuard,
+    pumps: Vec<JoinHandle<()>>,
+}
+
+/// Where a step runs and who hears about it.
+pub(crate) struct StepSpec<'a> {
+    pub job_id: &'a str,
+    pub index: u32,
+    pub command: &'a str,
+    pub cwd: &'a Path,
+    pub env: Vec<(String, String)>,
+}
+
+/// Starts `sh -c <command>` in a new process group and starts pumping its output.
+pub(crate) fn spawn(spec: StepSpec<'_>, events: &mpsc::Sender<Report>) -> std::io::Result<Step> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(spec.command)
+        .current_dir(spec.cwd)
+        .envs(spec.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()?;
+    let pgid = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .ok_or_else(|| std::io::Error::other("spawned step has no pid"))?;
+    let guard = GroupGuard::new(pgid);
+    let mut pumps = Vec::with_capacity(2);
+    if let Some(out) = child.stdout.take() {
+        pumps.push(tokio::spawn(pump(
+            out,
+            spec.job_id.to_string(),
+            spec.index,
+            LogStream::Stdout,
+            events.clone(),
+        )));
+    }
+    if let Some(err) = child.stderr.take() {
+        pumps.push(tokio::spawn(pump(
+            err,
+            spec.job_id.to_string(),
+            spec.index,
+            LogStream::Stderr,
+            events.clone(),
+        )));
+    }
+    Ok(Step {
+        child,
+        pgid,
+        guard,
+        pumps,
+    })
+}
+
+impl Step {
+    /// Call once the group is gone: waits for the output still in the pipes, then forgets the
+    /// group (nothing left to kill on drop).
+    pub(crate) async fn finish(mut self) {
+        self.guard.disarm();
+        let pumps = std::mem::take(&mut self.pumps);
+        let aborts: Vec<_> = pumps.iter().map(|p| p.abort_handle()).collect();
+        let all = futures::future::join_all(pumps);
+        if tokio::time::timeout(OUTPUT_LINGER, all).await.is_err() {
+            tracing::warn!(
+                pgid = self.pgid,
+                "step output still open after its group ended"
+            );
+            aborts.iter().for_each(|a| a.abort());
+        }
+    }
+}
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        self.pumps.iter().for_each(|p| p.abort());
+    }
+}
+
+/// Reads one pipe until it closes, sending what is available at once (not waiting for a full
+/// chunk). If nobody listens any more, keeps reading so the step never blocks on a full pipe.
+async fn pump(
+    mut pipe: impl AsyncRead + Unpin,
+    job_id: String,
+    step: u32,
+    stream: LogStream,
+    events: mpsc::Sender<Report>,
+) {
+    let mut buf = vec![0u8; LOG_CHUNK];
+    let mut listening = true;
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if listening {
+            let report = Report {
+                job_id: job_id.clone(),
+                event: JobEvent::Log {
+                    step,
+                    stream,
+                    data: buf[..n].to_vec(),
+                },
+            };
+            listening = events.send(report).await.is_ok();
+        }
+    }
+}
+
+/// The exit code a shell would show: the status code, or 128 + the signal number.
+pub(crate) fn exit_code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1)
+}

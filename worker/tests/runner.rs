@@ -1,0 +1,328 @@
+//! Runner tests with real processes and no coordinator: steps, failures, ABANDON of a process
+//! tree, DRAIN, timeouts, leftovers and withdrawal. Waiting is on events, never on sleeps.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use baton_proto::v1::{JobOutcome, JobSpec, LogStream};
+use baton_worker::{JobContext, JobControl, JobEnd, JobEvent, Report, run_job};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Failsafe so a broken runner fails the test instead of hanging it.
+const TEST_LIMIT: Duration = Duration::from_secs(30);
+
+struct Harness {
+    dir: tempfile::TempDir,
+    events: mpsc::Receiver<Report>,
+    control: mpsc::Sender<JobControl>,
+    seen: Vec<JobEvent>,
+    task: JoinHandle<Option<JobEnd>>,
+}
+
+fn job(id: &str, steps: &[&str]) -> JobSpec {
+    JobSpec {
+        job_id: id.to_string(),
+        steps: steps.iter().map(|s| s.to_string()).collect(),
+        env: [("BATON_PIPELINE".to_string(), "demo".to_string())].into(),
+        ..JobSpec::default()
+    }
+}
+
+impl Harness {
+    /// Starts `spec`; `before` are signals queued before the job starts.
+    fn start(spec: JobSpec, before: &[JobControl]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (events_tx, events) = mpsc::channel(64);
+        let (control, control_rx) = mpsc::channel(8);
+        for c in before {
+            control.try_send(c.clone()).expect("queue signal");
+        }
+        let ctx = JobContext {
+            work_dir: dir.path().to_path_buf(),
+            worker_name: "test-worker".into(),
+        };
+        let task = tokio::spawn(run_job(spec, ctx, events_tx, control_rx));
+        Self {
+            dir,
+            events,
+            control,
+            seen: Vec::new(),
+            task,
+        }
+    }
+
+    fn job_dir(&self, id: &str) -> PathBuf {
+        self.dir.path().join(id)
+    }
+
+    async fn next(&mut self) -> JobEvent {
+        let report = tokio::time::timeout(TEST_LIMIT, self.events.recv())
+            .await
+            .expect("job made no progress")
+            .expect("event channel closed before the job ended");
+        self.seen.push(report.event.clone());
+        report.event
+    }
+
+    /// Waits for a log chunk on `stream` containing `text`.
+    async fn wait_log(&mut self, stream: LogStream, text: &str) {
+        loop {
+            match self.next().await {
+                JobEvent::Log {
+                    stream: s, data, ..
+                } if s == stream && String::from_utf8_lossy(&data).contains(text) => {
+                    return;
+                }
+                JobEvent::Finished(end) => panic!("job ended before {text:?}: {end:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs to the end; returns the final event.
+    async fn finish(&mut self) -> JobEvent {
+        loop {
+            if let e @ (JobEvent::Finished(_) | JobEvent::Withdrawn) = self.next().await {
+                return e;
+            }
+        }
+    }
+
+    async fn end(&mut self) -> JobEnd {
+        match self.finish().await {
+            JobEvent::Finished(end) => {
+                let returned = (&mut self.task).await.expect("runner task");
+                assert_eq!(returned.as_ref(), Some(&end));
+                end
+            }
+            other => panic!("expected Finished, got {other:?}"),
+        }
+    }
+
+    fn output(&self, stream: LogStream) -> String {
+        self.seen
+            .iter()
+            .filter_map(|e| match e {
+                JobEvent::Log {
+                    stream: s, data, ..
+                } if *s == stream => Some(String::from_utf8_lossy(data).into_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn steps_finished(&self) -> Vec<(u32, i32)> {
+        self.seen
+            .iter()
+            .filter_map(|e| match e {
+                JobEvent::StepFinished { step, exit_code } => Some((*step, *exit_code)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Alive = /proc entry exists and the process is not a zombie.
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let rest = &stat[stat.rfind(')').expect("stat has a command name") + 1..];
+            !matches!(rest.split_whitespace().next(), Some("Z") | Some("X"))
+        }
+        Err(_) => false,
+    }
+}
+
+fn pids(file: &Path) -> Vec<i32> {
+    std::fs::read_to_string(file)
+        .expect("pid file")
+        .split_whitespace()
+        .map(|p| p.parse().expect("pid"))
+        .collect()
+}
+
+#[tokio::test]
+async fn two_steps_succeed_and_their_output_is_streamed() {
+    let spec = job(
+        "ok-1",
+        &[
+            "echo first-out; echo first-err >&2",
+            "echo \"second $BATON_STEP $BATON_JOB_ID $BATON_WORKER $BATON_PIPELINE\"; pwd",
+        ],
+    );
+    let mut h = Harness::start(spec, &[]);
+    let end = h.end().await;
+    assert_eq!(end.outcome, JobOutcome::Succeeded);
+    assert_eq!((end.exit_code, end.steps_done), (0, 2));
+    let out = h.output(LogStream::Stdout);
+    assert!(out.contains("first-out"), "{out}");
+    assert!(out.contains("second 1 ok-1 test-worker demo"), "{out}");
+    let cwd = std::fs::canonicalize(h.job_dir("ok-1")).expect("job dir");
+    assert!(out.contains(cwd.to_str().expect("utf-8 path")), "{out}");
+    assert!(h.output(LogStream::Stderr).contains("first-err"));
+    assert!(!h.output(LogStream::Stderr).contains("first-out"));
+    let system = h.output(LogStream::System);
+    assert!(system.contains("==> step 1/2: echo first-out"), "{system}");
+    assert!(system.contains("<== step 2 exited 0"), "{system}");
+    assert_eq!(h.steps_finished(), vec![(0, 0), (1, 0)]);
+}
+
+#[tokio::test]
+async fn failing_step_ends_the_job_with_its_exit_code_and_skips_the_rest() {
+    let spec = job("fail-1", &["echo fine", "echo bad; exit 3", "touch never"]);
+    let mut h = Harness::start(spec, &[]);
+    let end = h.end().await;
+    assert_eq!(end.outcome, JobOutcome::Failed);
+    assert_eq!((end.exit_code, end.steps_done), (3, 1));
+    assert_eq!(h.steps_finished(), vec![(0, 0), (1, 3)]);
+    assert!(!h.job_dir("fail-1").join("never").exists());
+}
+
+#[tokio::test]
+async fn signal_death_is_reported_as_128_plus_signo() {
+    let mut h = Harness::start(job("sig-1", &["kill -KILL $$"]), &[]);
+    let end = h.end().await;
+    assert_eq!((end.outcome, end.exit_code), (JobOutcome::Failed, 137));
+}
+
+#[tokio::test]
+async fn abandon_kills_the_whole_group_before_reporting() {
+    // The leader, two children (one ignores SIGTERM) and a grandchild that ignores SIGTERM.
+    let script = r#"
+        sleep 1000 & echo $! >> pids
+        sh -c 'trap "" TERM; exec sleep 1000' & echo $! >> pids
+        sh -c 'trap "" TERM; sleep 1000 & echo $! >> pids; wait' & echo $! >> pids
+        echo $$ >> pids
+        while [ "$(wc -l < pids)" -lt 5 ]; do sleep 0.01; done
+        echo ready
+        wait
+    "#;
+    let mut spec = job("abandon-1", &[script, "touch never"]);
+    spec.grace_ms = 60_000; // the signal's grace must win
+    let mut h = Harness::start(spec, &[]);
+    h.wait_log(LogStream::Stdout, "ready").await;
+    let pids = pids(&h.job_dir("abandon-1").join("pids"));
+    assert_eq!(pids.len(), 5);
+    assert!(pids.iter().all(|p| alive(*p)), "all started");
+    let grace = Some(Duration::from_millis(200));
+    h.control
+        .send(JobControl::Abandon { grace })
+        .await
+        .expect("send abandon");
+    let end = h.end().await;
+    let survivors: Vec<_> = pids.iter().filter(|p| alive(**p)).collect();
+    assert!(survivors.is_empty(), "still alive: {survivors:?}");
+    assert_eq!(end.outcome, JobOutcome::Abandoned);
+    assert_eq!(end.steps_done, 0);
+    assert_eq!(end.exit_code, 143, "the leader died of SIGTERM");
+    assert!(h.output(LogStream::System).contains("sent SIGKILL"));
+    assert!(!h.job_dir("abandon-1").join("never").exists());
+}
+
+#[tokio::test]
+async fn drain_finishes_the_running_step_and_skips_the_rest() {
+    let spec = job(
+        "drain-1",
+        &[
+            "while [ ! -e go ]; do sleep 0.01; done; echo step-one-done",
+            "touch marker",
+        ],
+    );
+    let mut h = Harness::start(spec, &[]);
+    h.wait_log(LogStream::System, "==> step 1/2").await;
+    h.control.send(JobControl::Drain).await.expect("send drain");
+    h.wait_log(LogStream::System, "drain requested").await;
+    std::fs::write(h.job_dir("drain-1").join("go"), b"").expect("create go");
+    let end = h.end().await;
+    assert_eq!(end.outcome, JobOutcome::Stopped);
+    assert_eq!((end.exit_code, end.steps_done), (0, 1));
+    assert!(h.output(LogStream::Stdout).contains("step-one-done"));
+    assert_eq!(h.steps_finished(), vec![(0, 0)]);
+    assert!(!h.job_dir("drain-1").join("marker").exists());
+}
+
+#[tokio::test]
+async fn drain_of_a_failing_step_reports_failed() {
+    let spec = job(
+        "drain-2",
+        &["while [ ! -e go ]; do sleep 0.01; done; exit 4", "true"],
+    );
+    let mut h = Harness::start(spec, &[]);
+    h.wait_log(LogStream::System, "==> step 1/2").await;
+    h.control.send(JobControl::Drain).await.expect("send drain");
+    h.wait_log(LogStream::System, "drain requested").await;
+    std::fs::write(h.job_dir("drain-2").join("go"), b"").expect("create go");
+    let end = h.end().await;
+    assert_eq!((end.outcome, end.exit_code), (JobOutcome::Failed, 4));
+}
+
+#[tokio::test]
+async fn timeout_terminates_the_group_and_fails_the_job() {
+    let mut spec = job(
+        "timeout-1",
+        &["sleep 1000 & echo $! > bg; wait", "touch never"],
+    );
+    spec.timeout_ms = 300;
+    spec.grace_ms = 200;
+    let mut h = Harness::start(spec, &[]);
+    let end = h.end().await;
+    assert_eq!(end.outcome, JobOutcome::Failed);
+    assert!(
+        end.message.starts_with("timed out after"),
+        "{}",
+        end.message
+    );
+    let bg = pids(&h.job_dir("timeout-1").join("bg"));
+    assert!(bg.iter().all(|p| !alive(*p)));
+    assert!(!h.job_dir("timeout-1").join("never").exists());
+}
+
+#[tokio::test]
+async fn background_processes_die_with_their_step() {
+    let mut h = Harness::start(job("bg-1", &["sleep 1000 & echo $! > bg"]), &[]);
+    let end = h.end().await;
+    assert_eq!(end.outcome, JobOutcome::Succeeded);
+    let bg = pids(&h.job_dir("bg-1").join("bg"));
+    assert!(bg.iter().all(|p| !alive(*p)), "background sleep survived");
+}
+
+#[tokio::test]
+async fn drain_before_the_first_step_runs_nothing() {
+    let mut h = Harness::start(job("drain-3", &["touch never"]), &[JobControl::Drain]);
+    let end = h.end().await;
+    assert_eq!((end.outcome, end.steps_done), (JobOutcome::Stopped, 0));
+    assert!(!h.job_dir("drain-3").join("never").exists());
+}
+
+#[tokio::test]
+async fn withdrawn_before_the_first_step_runs_nothing() {
+    let mut h = Harness::start(job("wd-1", &["touch never"]), &[JobControl::Withdraw]);
+    assert_eq!(h.finish().await, JobEvent::Withdrawn);
+    assert_eq!((&mut h.task).await.expect("runner task"), None);
+    assert!(h.seen.len() == 1, "nothing but Withdrawn: {:?}", h.seen);
+    assert!(!h.job_dir("wd-1").join("never").exists());
+}
+
+#[tokio::test]
+async fn large_output_comes_in_chunks_of_at_most_64_kib() {
+    let mut h = Harness::start(job("big-1", &["head -c 300000 /dev/zero"]), &[]);
+    let end = h.end().await;
+    assert_eq!(end.outcome, JobOutcome::Succeeded);
+    let sizes: Vec<usize> = h
+        .seen
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Log {
+                stream: LogStream::Stdout,
+                data,
+                ..
+            } => Some(data.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 300_000);
+    assert!(sizes.iter().all(|s| *s <= baton_worker::LOG_CHUNK));
+}
