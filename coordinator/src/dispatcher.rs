@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use baton_proto::v1::{self as pb, coordinator_message::Msg as ToWorker, worker_message::Msg as FromWorker};
+use baton_proto::v1::{
+    self as pb, coordinator_message::Msg as ToWorker, worker_message::Msg as FromWorker,
+};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::clock::SharedClock;
@@ -250,7 +252,12 @@ impl Dispatcher {
 
     fn offer(&mut self, worker: String, job: Enqueue, ctx: &mut Context<Self>) {
         let job_id = job.spec.job_id.clone();
-        if !self.send(&worker, ToWorker::Offer(pb::JobOffer { job: Some(job.spec.clone()) })) {
+        if !self.send(
+            &worker,
+            ToWorker::Offer(pb::JobOffer {
+                job: Some(job.spec.clone()),
+            }),
+        ) {
             self.queue.push_back(job);
             return;
         }
@@ -352,15 +359,17 @@ impl Handler<Adopt> for Dispatcher {
     type Result = ();
     fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) {
         let now = self.clock.now_ms();
-        self.workers.entry(msg.worker.clone()).or_insert_with(|| Session {
-            labels: BTreeMap::new(),
-            slots: 0,
-            tx: None,
-            session: 0,
-            draining: false,
-            lost: false,
-            last_seen_ms: now,
-        });
+        self.workers
+            .entry(msg.worker.clone())
+            .or_insert_with(|| Session {
+                labels: BTreeMap::new(),
+                slots: 0,
+                tx: None,
+                session: 0,
+                draining: false,
+                lost: false,
+                last_seen_ms: now,
+            });
         self.running.insert(
             msg.job_id,
             Running {
@@ -377,7 +386,10 @@ impl Handler<Cancel> for Dispatcher {
         self.queue.retain(|j| j.spec.job_id != msg.0);
         if let Some(o) = self.offers.remove(&msg.0) {
             ctx.cancel_future(o.timer);
-            self.send(&o.worker, ToWorker::Withdraw(pb::WithdrawOffer { job_id: msg.0 }));
+            self.send(
+                &o.worker,
+                ToWorker::Withdraw(pb::WithdrawOffer { job_id: msg.0 }),
+            );
         }
     }
 }
@@ -391,7 +403,9 @@ impl Handler<Signal> for Dispatcher {
         let worker = run.worker.clone();
         let job_id = msg.job_id;
         let out = match msg.signal {
-            JobSignal::Abandon { grace_ms } => ToWorker::Abandon(pb::AbandonJob { job_id, grace_ms }),
+            JobSignal::Abandon { grace_ms } => {
+                ToWorker::Abandon(pb::AbandonJob { job_id, grace_ms })
+            }
             JobSignal::Drain => ToWorker::Drain(pb::DrainJob { job_id }),
         };
         if !self.send(&worker, out) {
@@ -441,7 +455,13 @@ impl Handler<Connected> for Dispatcher {
         // Jobs it runs that nobody here knows any more must not go on.
         for id in still_running {
             if !self.running.contains_key(&id) {
-                self.send(&name, ToWorker::Abandon(pb::AbandonJob { job_id: id, grace_ms: 0 }));
+                self.send(
+                    &name,
+                    ToWorker::Abandon(pb::AbandonJob {
+                        job_id: id,
+                        grace_ms: 0,
+                    }),
+                );
             }
         }
         tracing::info!(worker = %name, session, "worker registered");
@@ -500,9 +520,8 @@ impl Handler<FromSession> for Dispatcher {
             // A message from a replaced session: that connection is stale.
             _ => return,
         }
-        let holds = |act: &Self, job_id: &str| {
-            act.running.get(job_id).is_some_and(|r| r.worker == worker)
-        };
+        let holds =
+            |act: &Self, job_id: &str| act.running.get(job_id).is_some_and(|r| r.worker == worker);
         match msg.msg {
             FromWorker::OfferReply(reply) => {
                 let offer = match self.offers.remove(&reply.job_id) {
@@ -514,10 +533,13 @@ impl Handler<FromSession> for Dispatcher {
                     None => {
                         if reply.accepted && !holds(self, &reply.job_id) {
                             // Withdrawn or cancelled meanwhile: it must not run.
-                            self.send(&worker, ToWorker::Abandon(pb::AbandonJob {
-                                job_id: reply.job_id,
-                                grace_ms: 0,
-                            }));
+                            self.send(
+                                &worker,
+                                ToWorker::Abandon(pb::AbandonJob {
+                                    job_id: reply.job_id,
+                                    grace_ms: 0,
+                                }),
+                            );
                         }
                         return;
                     }
@@ -549,7 +571,11 @@ impl Handler<FromSession> for Dispatcher {
                 self.dispatch(ctx);
             }
             FromWorker::StepFinished(step) => {
-                if let Some(run) = self.running.get(&step.job_id).filter(|r| r.worker == worker) {
+                if let Some(run) = self
+                    .running
+                    .get(&step.job_id)
+                    .filter(|r| r.worker == worker)
+                {
                     run.route.do_send(JobEvent {
                         job_id: step.job_id,
                         kind: JobEventKind::StepFinished {

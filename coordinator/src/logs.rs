@@ -139,7 +139,10 @@ impl LogHub {
             if job_done && !jobs.contains_key(job_id) {
                 return None;
             }
-            self.entry(jobs, job_id).live.as_ref().map(|tx| tx.subscribe())
+            self.entry(jobs, job_id)
+                .live
+                .as_ref()
+                .map(|tx| tx.subscribe())
         })
     }
 }

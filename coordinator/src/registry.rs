@@ -53,7 +53,10 @@ impl Registry {
 
     /// Starts an actor for every stored pipeline (after a restart).
     pub fn load_all(&self) -> Result<usize, CoordError> {
-        let records = self.shared.store.scan_json::<PipelineRecord>(Tree::Pipelines, b"")?;
+        let records = self
+            .shared
+            .store
+            .scan_json::<PipelineRecord>(Tree::Pipelines, b"")?;
         for record in &records {
             let actor = PipelineActor::load(record, self.shared.clone())?;
             let addr = self.start_actor(actor);
@@ -64,9 +67,14 @@ impl Registry {
 
     /// Stores a pipeline definition (a new version when it changed) and (re)starts its actor.
     pub async fn put(&self, yaml: &str, source_name: &str) -> Result<Put, CoordError> {
-        let source_name = if source_name.is_empty() { "pipeline.yaml" } else { source_name };
+        let source_name = if source_name.is_empty() {
+            "pipeline.yaml"
+        } else {
+            source_name
+        };
         let spec = Arc::new(
-            parse_pipeline_file(source_name, yaml).map_err(|e| CoordError::Invalid(e.to_string()))?,
+            parse_pipeline_file(source_name, yaml)
+                .map_err(|e| CoordError::Invalid(e.to_string()))?,
         );
         let _one_at_a_time = self.puts.lock().await;
         let current = self.record(&spec.name).ok();

@@ -26,7 +26,9 @@ use crate::store::{SledEngine, Store};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The store could not be opened.
-    #[error("cannot open the store in {path}: {message}. Nothing was changed; check the directory's permissions, or that no other coordinator uses it")]
+    #[error(
+        "cannot open the store in {path}: {message}. Nothing was changed; check the directory's permissions, or that no other coordinator uses it"
+    )]
     Store {
         /// The data directory.
         path: String,
@@ -112,7 +114,7 @@ pub async fn run_with_clock(
         message: e.to_string(),
     })?;
     let engine = Arc::new(SledEngine::open(&config.data_dir).map_err(store_err)?);
-    let store = Store::start(engine.clone());
+    let (store, writer) = Store::start(engine).map_err(store_err)?;
     let actors = ActorSystem::start()?;
     let logs = Arc::new(LogHub::new(store.clone()));
     let timing = DispatchTiming {
@@ -121,7 +123,9 @@ pub async fn run_with_clock(
     };
     let dispatcher = {
         let (clock, logs) = (clock.clone(), logs.clone());
-        Dispatcher::start_in_arbiter(&actors.arbiter, move |_| Dispatcher::new(timing, clock, logs))
+        Dispatcher::start_in_arbiter(&actors.arbiter, move |_| {
+            Dispatcher::new(timing, clock, logs)
+        })
     };
     let shared = Shared {
         store: store.clone(),
@@ -130,11 +134,15 @@ pub async fn run_with_clock(
         clock,
     };
     let registry = Arc::new(Registry::new(shared, actors.arbiter.clone()));
-    let loaded = registry.load_all().map_err(|e| StartError::Load(e.to_string()))?;
+    let loaded = registry
+        .load_all()
+        .map_err(|e| StartError::Load(e.to_string()))?;
     tracing::info!(pipelines = loaded, data_dir = %config.data_dir.display(), "store loaded");
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<PipelineServiceServer<PipelineApi>>().await;
+    health
+        .set_serving::<PipelineServiceServer<PipelineApi>>()
+        .await;
     health.set_serving::<AgentServiceServer<AgentApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(baton_proto::FILE_DESCRIPTOR_SET)
@@ -174,7 +182,13 @@ pub async fn run_with_clock(
         .await;
     drop(actors);
     drop(store);
-    // Whatever is still queued is written before the engine closes.
-    let _ = tokio::task::spawn_blocking(move || drop(engine)).await;
+    // Whatever is still queued is written before the engine closes; session tasks still
+    // holding the store end with the shutdown token, so this is quick.
+    if tokio::time::timeout(Duration::from_secs(10), writer.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the store did not close within 10 s");
+    }
     served.map_err(|e| StartError::Serve(e.to_string()))
 }

@@ -41,8 +41,14 @@ impl AgentService for AgentApi {
     ) -> Result<Response<Self::SessionStream>, Status> {
         let mut inbound = req.into_inner();
         let register = match inbound.message().await? {
-            Some(pb::WorkerMessage { msg: Some(Msg::Register(r)) }) => r,
-            _ => return Err(Status::invalid_argument("the first message of a session must be Register")),
+            Some(pb::WorkerMessage {
+                msg: Some(Msg::Register(r)),
+            }) => r,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of a session must be Register",
+                ));
+            }
         };
         if register.name.is_empty() {
             return Err(Status::invalid_argument("Register needs a worker name"));
@@ -70,7 +76,9 @@ impl AgentService for AgentApi {
                     _ = shutdown.cancelled() => break,
                 };
                 match next {
-                    Ok(Some(pb::WorkerMessage { msg: Some(Msg::Log(log)) })) => {
+                    Ok(Some(pb::WorkerMessage {
+                        msg: Some(Msg::Log(log)),
+                    })) => {
                         logs.append(&log.job_id, log.step, log.stream, log.data);
                     }
                     Ok(Some(pb::WorkerMessage { msg: Some(msg) })) => {
@@ -84,7 +92,10 @@ impl AgentService for AgentApi {
                     Ok(None) | Err(_) => break,
                 }
             }
-            dispatcher.do_send(Disconnected { worker: name, session });
+            dispatcher.do_send(Disconnected {
+                worker: name,
+                session,
+            });
         });
         let outbound = futures::StreamExt::take_until(
             tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(Ok),

@@ -82,7 +82,11 @@ pub fn revision_from(r: Option<pb::SourceRevision>) -> Revision {
         branch: r.branch,
         commit: r.commit,
         message: r.message,
-        trigger: if r.trigger.is_empty() { "api".into() } else { r.trigger },
+        trigger: if r.trigger.is_empty() {
+            "api".into()
+        } else {
+            r.trigger
+        },
     }
 }
 
@@ -104,7 +108,10 @@ pub fn job(j: &JobRecord) -> pb::Job {
 }
 
 /// An execution with its jobs (looked up by `job_of`) to protobuf.
-pub fn execution(e: &ExecutionRecord, job_of: impl Fn(&str) -> Option<JobRecord>) -> pb::PipelineExecution {
+pub fn execution(
+    e: &ExecutionRecord,
+    job_of: impl Fn(&str) -> Option<JobRecord>,
+) -> pb::PipelineExecution {
     pb::PipelineExecution {
         execution_id: e.id.clone(),
         pipeline: e.pipeline.clone(),
@@ -124,7 +131,12 @@ pub fn execution(e: &ExecutionRecord, job_of: impl Fn(&str) -> Option<JobRecord>
                 started_at_ms: run.started_at_ms,
                 finished_at_ms: run.finished_at_ms,
                 fence_token: run.fence_token,
-                jobs: run.jobs.iter().filter_map(|id| job_of(id)).map(|j| job(&j)).collect(),
+                jobs: run
+                    .jobs
+                    .iter()
+                    .filter_map(|id| job_of(id))
+                    .map(|j| job(&j))
+                    .collect(),
             })
             .collect(),
     }
@@ -171,7 +183,10 @@ pub fn pipeline_state(view: &StateView) -> pb::PipelineState {
                             let reason = match (i, holder) {
                                 (0, Some(h)) => format!("lock held by {}", label(&h.execution_id)),
                                 (0, None) => "stage is free; entering".to_string(),
-                                _ => format!("queued behind {}", label(&s.lock.waiting[i - 1].execution_id)),
+                                _ => format!(
+                                    "queued behind {}",
+                                    label(&s.lock.waiting[i - 1].execution_id)
+                                ),
                             };
                             pb::StageWaiter {
                                 execution_id: w.execution_id.clone(),
@@ -191,7 +206,11 @@ pub fn pipeline_state(view: &StateView) -> pb::PipelineState {
                             LeaveReason::Stopped => pb::StageStatus::Stopped,
                         } as i32,
                         finished_at_ms: o.at_ms,
-                        number: view.executions.get(&o.execution_id).map(|e| e.number).unwrap_or(0),
+                        number: view
+                            .executions
+                            .get(&o.execution_id)
+                            .map(|e| e.number)
+                            .unwrap_or(0),
                     }),
                 }
             })
@@ -209,7 +228,9 @@ pub fn event(e: &Event) -> pb::PipelineEvent {
         stage: e.stage.clone(),
         job_id: e.job_id.clone(),
         change: Some(match &e.change {
-            Change::Execution(s) => pb::pipeline_event::Change::ExecutionStatus(execution_status(*s) as i32),
+            Change::Execution(s) => {
+                pb::pipeline_event::Change::ExecutionStatus(execution_status(*s) as i32)
+            }
             Change::Stage(s) => pb::pipeline_event::Change::StageStatus(stage_status(*s) as i32),
             Change::Job(s) => pb::pipeline_event::Change::JobStatus(job_status(*s) as i32),
         }),

@@ -41,7 +41,12 @@ impl PipelineApi {
 
     fn execution_proto(&self, e: &ExecutionRecord) -> pb::PipelineExecution {
         let store = &self.registry.shared().store;
-        convert::execution(e, |id| store.get_json::<JobRecord>(Tree::Jobs, id.as_bytes()).ok().flatten())
+        convert::execution(e, |id| {
+            store
+                .get_json::<JobRecord>(Tree::Jobs, id.as_bytes())
+                .ok()
+                .flatten()
+        })
     }
 
     fn pipeline_proto(&self, name: &str) -> Result<pb::Pipeline, CoordError> {
@@ -65,14 +70,20 @@ impl PipelineService for PipelineApi {
         req: Request<pb::PutPipelineRequest>,
     ) -> Result<Response<pb::PutPipelineResponse>, Status> {
         let req = req.into_inner();
-        let put = self.registry.put(&req.definition_yaml, &req.source_name).await?;
+        let put = self
+            .registry
+            .put(&req.definition_yaml, &req.source_name)
+            .await?;
         Ok(Response::new(pb::PutPipelineResponse {
             pipeline: Some(self.pipeline_proto(&put.record.name)?),
             changed: put.changed,
         }))
     }
 
-    async fn get_pipeline(&self, req: Request<pb::GetPipelineRequest>) -> Result<Response<pb::Pipeline>, Status> {
+    async fn get_pipeline(
+        &self,
+        req: Request<pb::GetPipelineRequest>,
+    ) -> Result<Response<pb::Pipeline>, Status> {
         Ok(Response::new(self.pipeline_proto(&req.into_inner().name)?))
     }
 
@@ -103,11 +114,18 @@ impl PipelineService for PipelineApi {
         let req = req.into_inner();
         let revision = convert::revision_from(req.revision);
         if revision.branch.is_empty() || revision.commit.is_empty() {
-            return Err(Status::invalid_argument("a revision needs a branch and a commit"));
+            return Err(Status::invalid_argument(
+                "a revision needs a branch and a commit",
+            ));
         }
         let actor = self.registry.actor(&req.pipeline)?;
-        let execution_id = actor.send(Start { revision }).await.map_err(CoordError::from)??;
-        Ok(Response::new(pb::StartPipelineExecutionResponse { execution_id }))
+        let execution_id = actor
+            .send(Start { revision })
+            .await
+            .map_err(CoordError::from)??;
+        Ok(Response::new(pb::StartPipelineExecutionResponse {
+            execution_id,
+        }))
     }
 
     async fn stop_pipeline_execution(
@@ -157,16 +175,24 @@ impl PipelineService for PipelineApi {
     ) -> Result<Response<pb::ListPipelineExecutionsResponse>, Status> {
         let req = req.into_inner();
         self.registry.record(&req.pipeline)?;
-        let limit = if req.limit == 0 { 100 } else { req.limit as usize };
+        let limit = if req.limit == 0 {
+            100
+        } else {
+            req.limit as usize
+        };
         let store = &self.registry.shared().store;
-        let ids = store.scan_prefix(Tree::ExecutionIndex, &prefix(&req.pipeline)).map_err(CoordError::from)?;
+        let ids = store
+            .scan_prefix(Tree::ExecutionIndex, &prefix(&req.pipeline))
+            .map_err(CoordError::from)?;
         let mut executions = Vec::new();
         for (_, id) in ids.iter().rev().take(limit) {
             if let Ok(exec) = self.execution(&String::from_utf8_lossy(id)) {
                 executions.push(self.execution_proto(&exec));
             }
         }
-        Ok(Response::new(pb::ListPipelineExecutionsResponse { executions }))
+        Ok(Response::new(pb::ListPipelineExecutionsResponse {
+            executions,
+        }))
     }
 
     type WatchPipelineStream = Stream_<pb::PipelineEvent>;
@@ -177,7 +203,8 @@ impl PipelineService for PipelineApi {
     ) -> Result<Response<Self::WatchPipelineStream>, Status> {
         let pipeline = req.into_inner().pipeline;
         self.registry.record(&pipeline)?;
-        let events = tokio_stream::wrappers::BroadcastStream::new(self.registry.shared().events.subscribe());
+        let events =
+            tokio_stream::wrappers::BroadcastStream::new(self.registry.shared().events.subscribe());
         let shutdown = self.shutdown.clone().cancelled_owned();
         let events = events.filter_map(move |e| match e {
             Ok(e) if e.pipeline == pipeline => Some(Ok(convert::event(&e))),
@@ -201,9 +228,19 @@ impl PipelineService for PipelineApi {
             .map_err(CoordError::from)?
             .ok_or_else(|| Status::not_found(format!("job {} not found", req.job_id)))?;
         // Subscribe before reading what is stored, so nothing falls in between.
-        let live = if req.follow { self.logs.subscribe(&job.id, job.status.is_final()) } else { None };
-        let stored = self.logs.stored(&job.id, req.offset).map_err(CoordError::from)?;
-        let mut next = stored.last().map(|c| c.offset + c.data.len() as u64).unwrap_or(req.offset);
+        let live = if req.follow {
+            self.logs.subscribe(&job.id, job.status.is_final())
+        } else {
+            None
+        };
+        let stored = self
+            .logs
+            .stored(&job.id, req.offset)
+            .map_err(CoordError::from)?;
+        let mut next = stored
+            .last()
+            .map(|c| c.offset + c.data.len() as u64)
+            .unwrap_or(req.offset);
         let job_id = job.id.clone();
         let to_proto = move |c: crate::logs::Chunk| pb::LogChunk {
             job_id: job_id.clone(),
@@ -212,7 +249,13 @@ impl PipelineService for PipelineApi {
             stream: c.stream,
             step: c.step,
         };
-        let head = tokio_stream::iter(stored.into_iter().map(to_proto.clone()).map(Ok).collect::<Vec<_>>());
+        let head = tokio_stream::iter(
+            stored
+                .into_iter()
+                .map(to_proto.clone())
+                .map(Ok)
+                .collect::<Vec<_>>(),
+        );
         let tail = live.map(|rx| {
             tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |c| match c {
                 Ok(c) if c.offset >= next => {
@@ -220,7 +263,9 @@ impl PipelineService for PipelineApi {
                     Some(Ok(to_proto(c)))
                 }
                 Ok(_) => None,
-                Err(_) => Some(Err(Status::data_loss("log follower fell behind; tail again with --offset"))),
+                Err(_) => Some(Err(Status::data_loss(
+                    "log follower fell behind; tail again with --offset",
+                ))),
             })
         });
         let shutdown = self.shutdown.clone().cancelled_owned();

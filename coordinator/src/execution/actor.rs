@@ -23,7 +23,7 @@ use crate::stage::rules::StageLock;
 use crate::store::records::{
     ExecutionRecord, JobRecord, JobStatus, PipelineRecord, Revision, StageRecord,
 };
-use crate::store::{Op, Store, StoreError, Tree, key2, key_num, prefix};
+use crate::store::{Op, Store, StoreError, Tree, key_num, key2, prefix};
 
 /// What every pipeline actor shares.
 #[derive(Clone)]
@@ -66,28 +66,33 @@ impl PipelineActor {
     /// Rebuilds a pipeline from the store (its record must exist).
     pub fn load(record: &PipelineRecord, shared: Shared) -> Result<Self, CoordError> {
         let store = &shared.store;
-        let spec = Arc::new(parse_pipeline_file(&record.source_name, &record.yaml).map_err(load_err)?);
+        let spec =
+            Arc::new(parse_pipeline_file(&record.source_name, &record.yaml).map_err(load_err)?);
         let mut specs = HashMap::from([(record.version, spec.clone())]);
         let mut executions = HashMap::new();
         let mut jobs = HashMap::new();
         let mut next_number = 1;
         for (_, id) in store.scan_prefix(Tree::ExecutionIndex, &prefix(&record.name))? {
             let id = String::from_utf8_lossy(&id).to_string();
-            let Some(exec) = store.get_json::<ExecutionRecord>(Tree::Executions, id.as_bytes())? else {
+            let Some(exec) = store.get_json::<ExecutionRecord>(Tree::Executions, id.as_bytes())?
+            else {
                 continue;
             };
             next_number = next_number.max(exec.number + 1);
             if exec.status.is_final() {
                 continue;
             }
-            if let std::collections::hash_map::Entry::Vacant(slot) = specs.entry(exec.pipeline_version)
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                specs.entry(exec.pipeline_version)
                 && let Some(yaml) = store.get(
                     Tree::PipelineVersions,
                     &key_num(&record.name, exec.pipeline_version),
                 )?
             {
                 let text = String::from_utf8_lossy(&yaml);
-                slot.insert(Arc::new(parse_pipeline_file(&record.source_name, &text).map_err(load_err)?));
+                slot.insert(Arc::new(
+                    parse_pipeline_file(&record.source_name, &text).map_err(load_err)?,
+                ));
             }
             for run in &exec.stages {
                 for job_id in &run.jobs {
@@ -367,7 +372,9 @@ fn reply_once<T: 'static>(
     }));
 }
 
-async fn answer<T>(rx: tokio::sync::oneshot::Receiver<Result<T, CoordError>>) -> Result<T, CoordError> {
+async fn answer<T>(
+    rx: tokio::sync::oneshot::Receiver<Result<T, CoordError>>,
+) -> Result<T, CoordError> {
     rx.await.map_err(|_| CoordError::Unavailable)?
 }
 

@@ -75,8 +75,17 @@ impl PipelineActor {
                 jobs: Vec::new(),
             })
             .collect();
-        let first = self.spec.stages.first().map(|s| s.name.clone()).unwrap_or_default();
-        let message = format!("#{number} started for {} at {}", revision.branch, short(&revision.commit));
+        let first = self
+            .spec
+            .stages
+            .first()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        let message = format!(
+            "#{number} started for {} at {}",
+            revision.branch,
+            short(&revision.commit)
+        );
         let exec = ExecutionRecord {
             id: id.clone(),
             pipeline: self.name.clone(),
@@ -91,7 +100,13 @@ impl PipelineActor {
             updated_at_ms: now,
             abandoning: false,
         };
-        txn.events.push(self.event(&id, "", "", Change::Execution(ExecutionStatus::InProgress), message));
+        txn.events.push(self.event(
+            &id,
+            "",
+            "",
+            Change::Execution(ExecutionStatus::InProgress),
+            message,
+        ));
         self.executions.insert(id.clone(), exec);
         txn.executions.insert(id.clone());
         txn.work.push_back(Work::Arrive {
@@ -101,14 +116,24 @@ impl PipelineActor {
         id
     }
 
-    fn set_stage_status(&mut self, exec_id: &str, stage: &str, status: StageStatus, message: String, txn: &mut Txn) {
+    fn set_stage_status(
+        &mut self,
+        exec_id: &str,
+        stage: &str,
+        status: StageStatus,
+        message: String,
+        txn: &mut Txn,
+    ) {
         let now = self.now();
         let Some(exec) = self.executions.get_mut(exec_id) else {
             return;
         };
         if let Some(run) = exec.stages.iter_mut().find(|r| r.stage == stage) {
             run.status = status;
-            if !matches!(status, StageStatus::Waiting | StageStatus::InProgress | StageStatus::Stopping) {
+            if !matches!(
+                status,
+                StageStatus::Waiting | StageStatus::InProgress | StageStatus::Stopping
+            ) {
                 run.finished_at_ms = now;
             }
         }
@@ -119,7 +144,13 @@ impl PipelineActor {
     }
 
     /// Ends an execution with a final status.
-    fn end_execution(&mut self, exec_id: &str, status: ExecutionStatus, reason: String, txn: &mut Txn) {
+    fn end_execution(
+        &mut self,
+        exec_id: &str,
+        status: ExecutionStatus,
+        reason: String,
+        txn: &mut Txn,
+    ) {
         let now = self.now();
         let Some(exec) = self.executions.get_mut(exec_id) else {
             return;
@@ -128,7 +159,11 @@ impl PipelineActor {
         exec.status_reason = reason.clone();
         exec.updated_at_ms = now;
         txn.executions.insert(exec_id.to_string());
-        let message = if reason.is_empty() { format!("{status:?}") } else { reason };
+        let message = if reason.is_empty() {
+            format!("{status:?}")
+        } else {
+            reason
+        };
         let event = self.event(exec_id, "", "", Change::Execution(status), message);
         txn.events.push(event);
     }
@@ -166,8 +201,17 @@ impl PipelineActor {
                     );
                 }
                 Effect::Supersede { execution_id, by } => {
-                    let reason = format!("superseded by {} in front of {stage}", self.number_and_commit(&by));
-                    self.set_stage_status(&execution_id, stage, StageStatus::Superseded, reason.clone(), txn);
+                    let reason = format!(
+                        "superseded by {} in front of {stage}",
+                        self.number_and_commit(&by)
+                    );
+                    self.set_stage_status(
+                        &execution_id,
+                        stage,
+                        StageStatus::Superseded,
+                        reason.clone(),
+                        txn,
+                    );
                     self.end_execution(&execution_id, ExecutionStatus::Superseded, reason, txn);
                 }
             }
@@ -179,7 +223,11 @@ impl PipelineActor {
         let Some(exec) = self.executions.get_mut(exec_id) else {
             return;
         };
-        let spec = self.specs.get(&exec.pipeline_version).cloned().unwrap_or_else(|| self.spec.clone());
+        let spec = self
+            .specs
+            .get(&exec.pipeline_version)
+            .cloned()
+            .unwrap_or_else(|| self.spec.clone());
         let Some(index) = exec.stages.iter().position(|r| r.stage == stage) else {
             return;
         };
@@ -187,7 +235,11 @@ impl PipelineActor {
         let run = &mut exec.stages[index];
         run.started_at_ms = now;
         run.fence_token = fence_token;
-        let first = spec.stages.get(index).and_then(|s| s.run_orders().first().copied()).unwrap_or(1);
+        let first = spec
+            .stages
+            .get(index)
+            .and_then(|s| s.run_orders().first().copied())
+            .unwrap_or(1);
         self.set_stage_status(
             exec_id,
             stage,
@@ -255,7 +307,13 @@ impl PipelineActor {
         for job in created {
             txn.jobs.insert(job.id.clone());
             txn.enqueue.push(job.id.clone());
-            let event = self.event(exec_id, &stage_name, &job.id, Change::Job(JobStatus::Queued), format!("{} queued", job.action));
+            let event = self.event(
+                exec_id,
+                &stage_name,
+                &job.id,
+                Change::Job(JobStatus::Queued),
+                format!("{} queued", job.action),
+            );
             txn.events.push(event);
             if let Some(exec) = self.executions.get_mut(exec_id) {
                 exec.stages[index].jobs.push(job.id.clone());
@@ -284,7 +342,8 @@ impl PipelineActor {
             tracing::warn!(job_id = %job.id, fence = job.fence_token, "dropped a report with a stale fence token");
             return;
         }
-        let (exec_id, stage, job_id) = (job.execution_id.clone(), job.stage.clone(), job.id.clone());
+        let (exec_id, stage, job_id) =
+            (job.execution_id.clone(), job.stage.clone(), job.id.clone());
         let message = match event.kind {
             JobEventKind::Accepted { worker } => {
                 job.status = JobStatus::Running;
@@ -346,7 +405,8 @@ impl PipelineActor {
             })
             .collect();
         let stopping = exec.status == ExecutionStatus::Stopping;
-        let decision = progress::evaluate(&views, &stage_spec.run_orders(), run.run_order, stopping);
+        let decision =
+            progress::evaluate(&views, &stage_spec.run_orders(), run.run_order, stopping);
         let stage = stage_spec.name.clone();
         let reason = exec.status_reason.clone();
         let next_stage = spec.stages.get(index + 1).map(|s| s.name.clone());
@@ -360,11 +420,22 @@ impl PipelineActor {
             }
             Progress::Failed(why) => {
                 self.set_stage_status(exec_id, &stage, StageStatus::Failed, why.clone(), txn);
-                self.end_execution(exec_id, ExecutionStatus::Failed, format!("{stage}: {why}"), txn);
+                self.end_execution(
+                    exec_id,
+                    ExecutionStatus::Failed,
+                    format!("{stage}: {why}"),
+                    txn,
+                );
                 self.leave(exec_id, &stage, LeaveReason::Failed, txn);
             }
             Progress::Succeeded => {
-                self.set_stage_status(exec_id, &stage, StageStatus::Succeeded, format!("{stage} succeeded"), txn);
+                self.set_stage_status(
+                    exec_id,
+                    &stage,
+                    StageStatus::Succeeded,
+                    format!("{stage} succeeded"),
+                    txn,
+                );
                 self.leave(exec_id, &stage, LeaveReason::Succeeded, txn);
                 match next_stage {
                     Some(next) => {
@@ -376,7 +447,9 @@ impl PipelineActor {
                             stage: next,
                         });
                     }
-                    None => self.end_execution(exec_id, ExecutionStatus::Succeeded, String::new(), txn),
+                    None => {
+                        self.end_execution(exec_id, ExecutionStatus::Succeeded, String::new(), txn)
+                    }
                 }
             }
         }
@@ -392,14 +465,26 @@ impl PipelineActor {
 
     /// Stops an execution: a waiting one leaves the line at once; one inside a stage drains
     /// or abandons its running jobs and leaves once they have ended.
-    pub(super) fn stop(&mut self, exec_id: &str, mode: StopMode, reason: &str, txn: &mut Txn) -> Result<(), CoordError> {
+    pub(super) fn stop(
+        &mut self,
+        exec_id: &str,
+        mode: StopMode,
+        reason: &str,
+        txn: &mut Txn,
+    ) -> Result<(), CoordError> {
         let Some(exec) = self.executions.get(exec_id) else {
-            return match self.shared.store.get_json::<ExecutionRecord>(crate::store::Tree::Executions, exec_id.as_bytes())? {
+            return match self
+                .shared
+                .store
+                .get_json::<ExecutionRecord>(crate::store::Tree::Executions, exec_id.as_bytes())?
+            {
                 Some(e) => Err(CoordError::Precondition(format!(
                     "execution #{} has already ended ({:?}); nothing to stop",
                     e.number, e.status
                 ))),
-                None => Err(CoordError::NotFound(format!("execution {exec_id} not found"))),
+                None => Err(CoordError::NotFound(format!(
+                    "execution {exec_id} not found"
+                ))),
             };
         };
         if exec.status == ExecutionStatus::Stopping && mode == StopMode::Wait {
@@ -432,7 +517,13 @@ impl PipelineActor {
             exec.status_reason = why.clone();
             exec.abandoning |= mode == StopMode::Abandon;
         }
-        let ev = self.event(exec_id, "", "", Change::Execution(ExecutionStatus::Stopping), format!("#{number} {why}"));
+        let ev = self.event(
+            exec_id,
+            "",
+            "",
+            Change::Execution(ExecutionStatus::Stopping),
+            format!("#{number} {why}"),
+        );
         txn.events.push(ev);
         self.set_stage_status(exec_id, &stage, StageStatus::Stopping, why, txn);
         let now = self.now();
@@ -451,7 +542,9 @@ impl PipelineActor {
                 JobStatus::Running => {
                     let signal = match mode {
                         StopMode::Wait => JobSignal::Drain,
-                        StopMode::Abandon => JobSignal::Abandon { grace_ms: job.grace_ms },
+                        StopMode::Abandon => JobSignal::Abandon {
+                            grace_ms: job.grace_ms,
+                        },
                     };
                     txn.signals.push((id, signal));
                 }

@@ -87,7 +87,13 @@ mod tests {
 
     #[test]
     fn a_stop_ends_the_stage_once_nothing_runs() {
-        assert_eq!(evaluate(&[job(JobStatus::Running, 0)], &[1], 1, true), Progress::Running);
-        assert_eq!(evaluate(&[job(JobStatus::Succeeded, 0)], &[1, 2], 1, true), Progress::Stopped);
+        assert_eq!(
+            evaluate(&[job(JobStatus::Running, 0)], &[1], 1, true),
+            Progress::Running
+        );
+        assert_eq!(
+            evaluate(&[job(JobStatus::Succeeded, 0)], &[1, 2], 1, true),
+            Progress::Stopped
+        );
     }
 }

@@ -40,9 +40,9 @@ impl Work {
     /// The stage the work is for.
     pub fn stage(&self) -> &str {
         match self {
-            Work::Arrive { stage, .. } | Work::Leave { stage, .. } | Work::Withdraw { stage, .. } => {
-                stage
-            }
+            Work::Arrive { stage, .. }
+            | Work::Leave { stage, .. }
+            | Work::Withdraw { stage, .. } => stage,
         }
     }
 }

@@ -1,8 +1,10 @@
 //! Pipeline definitions: the validated model, the YAML pipeline file, and the protobuf form.
 
+mod diagnostic;
 pub mod file;
 pub mod model;
 pub mod proto;
+pub mod rules;
 
 pub use file::{PipelineFileError, parse_pipeline_file};
 pub use model::{ActionSpec, DEFAULT_GRACE, Mode, PipelineSpec, StageSpec};
