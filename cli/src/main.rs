@@ -1,1 +1,224 @@
-fn main() {}
+//! `baton`: the user's command line for a Baton coordinator, and `baton up`, the local
+//! all-in-one (coordinator + workers in one process).
+//!
+//! This file only parses arguments, builds the runtime and dispatches; every failure ends as
+//! one `error: ...` line on stderr and a non-zero exit, never a panic or a debug dump.
+
+mod client;
+mod commands;
+mod demo;
+mod error;
+mod output;
+mod render;
+mod savings;
+mod up;
+mod views;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::DEFAULT_ADDR;
+use crate::commands::Ctx;
+use crate::error::CliError;
+use crate::output::OutputFormat;
+
+/// Drive a Baton coordinator: pipelines, executions, stage locks, workers.
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, about, propagate_version = true)]
+struct Cli {
+    /// Coordinator address (`baton up` listens on the default).
+    #[arg(long, global = true, env = "BATON_ADDR", default_value = DEFAULT_ADDR)]
+    addr: String,
+    /// Output format: tables for people, JSON for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a coordinator and local workers in this process, and apply the example pipelines.
+    Up(up::UpArgs),
+    /// Apply, validate, list and show pipeline definitions.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
+    /// Start an execution of a pipeline for a source revision; prints its id.
+    Start {
+        /// Pipeline name.
+        pipeline: String,
+        /// Branch of the revision.
+        #[arg(long)]
+        branch: String,
+        /// Commit of the revision.
+        #[arg(long)]
+        commit: String,
+        /// Commit message.
+        #[arg(long, default_value = "")]
+        message: String,
+    },
+    /// Stop an execution: by default running jobs finish their current step (wait).
+    Stop {
+        /// Execution id.
+        execution: String,
+        /// Terminate running jobs instead (SIGTERM, grace period, SIGKILL).
+        #[arg(long)]
+        abandon: bool,
+        /// Why, recorded as the execution's status reason.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Show who holds each stage, who waits and why, and the last outcome.
+    State {
+        /// Pipeline name.
+        pipeline: String,
+        /// Redraw on every change until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// List a pipeline's executions, newest first.
+    Executions {
+        /// Pipeline name.
+        pipeline: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show one execution: its stages and jobs.
+    Execution {
+        /// Execution id.
+        id: String,
+    },
+    /// Print a job's log.
+    Logs {
+        /// Job id (see `baton execution ID`).
+        job: String,
+        /// Keep streaming until the job ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// List connected and recently seen workers.
+    Workers,
+}
+
+#[derive(Debug, Subcommand)]
+enum PipelineCommand {
+    /// Create or update pipelines from files.
+    Apply {
+        /// Pipeline files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Check pipeline files locally, without a coordinator.
+    Validate {
+        /// Pipeline files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List pipelines.
+    List,
+    /// Print a pipeline's stored definition.
+    Get {
+        /// Pipeline name.
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) | Err(CliError::StdoutClosed) => ExitCode::SUCCESS,
+        Err(CliError::AlreadyReported) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), CliError> {
+    let ctx = Ctx {
+        addr: cli.addr,
+        output: cli.output,
+    };
+    match cli.command {
+        Command::Up(args) => {
+            init_tracing();
+            up::run(&ctx, args).await
+        }
+        Command::Pipeline(PipelineCommand::Apply { files }) => {
+            commands::pipeline::apply(&ctx, &files).await
+        }
+        Command::Pipeline(PipelineCommand::Validate { files }) => {
+            commands::pipeline::validate(&ctx, &files)
+        }
+        Command::Pipeline(PipelineCommand::List) => commands::pipeline::list(&ctx).await,
+        Command::Pipeline(PipelineCommand::Get { name }) => {
+            commands::pipeline::get(&ctx, &name).await
+        }
+        Command::Start {
+            pipeline,
+            branch,
+            commit,
+            message,
+        } => commands::execution::start(&ctx, &pipeline, &branch, &commit, &message).await,
+        Command::Stop {
+            execution,
+            abandon,
+            reason,
+        } => commands::execution::stop(&ctx, &execution, abandon, &reason).await,
+        Command::State { pipeline, watch } => commands::state::run(&ctx, &pipeline, watch).await,
+        Command::Executions { pipeline, limit } => {
+            commands::execution::list(&ctx, &pipeline, limit).await
+        }
+        Command::Execution { id } => commands::execution::show(&ctx, &id).await,
+        Command::Logs { job, follow } => commands::logs::run(&ctx, &job, follow).await,
+        Command::Workers => commands::workers::run(&ctx).await,
+    }
+}
+
+/// Logs for `baton up` only, on stderr; quiet (warnings) unless `RUST_LOG` says otherwise.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "baton", "state", "web-app", "--output", "json", "--addr", "h:1",
+        ]);
+        let cli = cli.map_err(|e| e.to_string());
+        assert!(
+            matches!(&cli, Ok(c) if c.output == OutputFormat::Json && c.addr == "h:1"),
+            "{cli:?}"
+        );
+    }
+}

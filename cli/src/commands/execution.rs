@@ -1,0 +1,214 @@
+//! `baton start`, `baton stop`, `baton executions`, `baton execution`: executions.
+
+use baton_proto::v1::{
+    GetPipelineExecutionRequest, ListPipelineExecutionsRequest, PipelineExecution, SourceRevision,
+    StartPipelineExecutionRequest, StopMode, StopPipelineExecutionRequest,
+};
+
+use super::Ctx;
+use crate::error::CliError;
+use crate::output::{
+    Table, emit, emit_json, execution_status, format_ago, format_duration_ms, job_status, now_ms,
+    or_dash, short_commit, stage_status,
+};
+use crate::views::ExecutionView;
+
+/// `start PIPELINE --branch B --commit C [--message M]`: prints the new execution's id.
+pub async fn start(
+    ctx: &Ctx,
+    pipeline: &str,
+    branch: &str,
+    commit: &str,
+    message: &str,
+) -> Result<(), CliError> {
+    let mut api = ctx.connect().await?;
+    let revision = SourceRevision {
+        branch: branch.to_string(),
+        commit: commit.to_string(),
+        message: message.to_string(),
+        trigger: "cli".into(),
+    };
+    let id = api
+        .client
+        .start_pipeline_execution(StartPipelineExecutionRequest {
+            pipeline: pipeline.to_string(),
+            revision: Some(revision),
+        })
+        .await
+        .map_err(|s| api.error_or(s, format!("pipeline '{pipeline}' not found")))?
+        .into_inner()
+        .execution_id;
+    if ctx.json() {
+        return emit_json(&serde_json::json!({ "execution_id": id }));
+    }
+    emit(&format!("{id}\n"))
+}
+
+/// `stop EXECUTION [--abandon] [--reason R]`: WAIT drains running jobs; ABANDON terminates them.
+pub async fn stop(
+    ctx: &Ctx,
+    execution_id: &str,
+    abandon: bool,
+    reason: &str,
+) -> Result<(), CliError> {
+    let mut api = ctx.connect().await?;
+    let mode = if abandon {
+        StopMode::Abandon
+    } else {
+        StopMode::Wait
+    };
+    let reply = api
+        .client
+        .stop_pipeline_execution(StopPipelineExecutionRequest {
+            execution_id: execution_id.to_string(),
+            mode: mode as i32,
+            reason: reason.to_string(),
+        })
+        .await
+        .map_err(|s| api.error_or(s, format!("execution '{execution_id}' not found")))?
+        .into_inner();
+    let Some(exec) = reply.execution else {
+        return emit(&format!("stop requested for {execution_id}\n"));
+    };
+    if ctx.json() {
+        return emit_json(&ExecutionView::from(&exec));
+    }
+    emit(&format!(
+        "execution #{} ({}) is {}\n",
+        exec.number,
+        exec.execution_id,
+        execution_status(exec.status)
+    ))
+}
+
+/// `executions PIPELINE [--limit N]`: newest first.
+pub async fn list(ctx: &Ctx, pipeline: &str, limit: u32) -> Result<(), CliError> {
+    let mut api = ctx.connect().await?;
+    let executions = api
+        .client
+        .list_pipeline_executions(ListPipelineExecutionsRequest {
+            pipeline: pipeline.to_string(),
+            limit,
+        })
+        .await
+        .map_err(|s| api.error_or(s, format!("pipeline '{pipeline}' not found")))?
+        .into_inner()
+        .executions;
+    if ctx.json() {
+        return emit_json(
+            &executions
+                .iter()
+                .map(ExecutionView::from)
+                .collect::<Vec<_>>(),
+        );
+    }
+    if executions.is_empty() {
+        return emit(&format!(
+            "No executions of {pipeline} yet. Start one with: baton start {pipeline} --branch B --commit C\n"
+        ));
+    }
+    emit(&executions_table(&executions, now_ms()))
+}
+
+/// The `baton executions` table.
+pub fn executions_table(executions: &[PipelineExecution], now_ms: i64) -> String {
+    let mut table = Table::new(["#", "ID", "STATUS", "BRANCH", "COMMIT", "STARTED", "REASON"]);
+    for e in executions {
+        let rev = e.revision.clone().unwrap_or_default();
+        table.row([
+            format!("#{}", e.number),
+            e.execution_id.clone(),
+            execution_status(e.status).to_string(),
+            or_dash(&rev.branch),
+            or_dash(short_commit(&rev.commit)),
+            format_ago(e.created_at_ms, now_ms),
+            e.status_reason.clone(),
+        ]);
+    }
+    table.render()
+}
+
+/// `execution ID`: stages with status, jobs with status, worker and exit code.
+pub async fn show(ctx: &Ctx, execution_id: &str) -> Result<(), CliError> {
+    let mut api = ctx.connect().await?;
+    let exec = api
+        .client
+        .get_pipeline_execution(GetPipelineExecutionRequest {
+            execution_id: execution_id.to_string(),
+        })
+        .await
+        .map_err(|s| api.error_or(s, format!("execution '{execution_id}' not found")))?
+        .into_inner();
+    if ctx.json() {
+        return emit_json(&ExecutionView::from(&exec));
+    }
+    emit(&execution_detail(&exec, now_ms()))
+}
+
+/// The `baton execution` text: a header, then stages with their jobs underneath.
+pub fn execution_detail(e: &PipelineExecution, now_ms: i64) -> String {
+    let rev = e.revision.clone().unwrap_or_default();
+    let mut out = format!(
+        "Execution #{} ({}) of {} v{}\nStatus:   {}{}\nRevision: {} {} {:?} (trigger: {})\nStarted:  {}\n\n",
+        e.number,
+        e.execution_id,
+        e.pipeline,
+        e.pipeline_version,
+        execution_status(e.status),
+        if e.status_reason.is_empty() {
+            String::new()
+        } else {
+            format!(" — {}", e.status_reason)
+        },
+        or_dash(&rev.branch),
+        or_dash(short_commit(&rev.commit)),
+        rev.message,
+        or_dash(&rev.trigger),
+        format_ago(e.created_at_ms, now_ms),
+    );
+    let mut table = Table::new(["STAGE", "STATUS", "STARTED", "DURATION", "FENCE"]);
+    for s in &e.stages {
+        table.row([
+            s.stage.clone(),
+            stage_status(s.status).to_string(),
+            format_ago(s.started_at_ms, now_ms),
+            span(s.started_at_ms, s.finished_at_ms, now_ms),
+            if s.fence_token > 0 {
+                s.fence_token.to_string()
+            } else {
+                "-".into()
+            },
+        ]);
+        for j in &s.jobs {
+            let mut line = format!(
+                "job {}  {} (attempt {})  {}  worker {}  steps {}/{}  {}",
+                j.job_id,
+                j.action,
+                j.attempt,
+                job_status(j.status),
+                or_dash(&j.worker),
+                j.steps_done,
+                j.step_count,
+                span(j.started_at_ms, j.finished_at_ms, now_ms),
+            );
+            if j.finished_at_ms > 0 {
+                line.push_str(&format!("  exit {}", j.exit_code));
+            }
+            if !j.message.is_empty() {
+                line.push_str(&format!("  — {}", j.message));
+            }
+            table.note(line);
+        }
+    }
+    out.push_str(&table.render());
+    out
+}
+
+/// "1.2s" for a finished span, "3.0s so far" for a running one, "-" if it never started.
+fn span(started_ms: i64, finished_ms: i64, now_ms: i64) -> String {
+    match (started_ms > 0, finished_ms > 0) {
+        (false, _) => "-".into(),
+        (true, true) => format_duration_ms(finished_ms - started_ms),
+        (true, false) => format!("{} so far", format_duration_ms(now_ms - started_ms)),
+    }
+}
