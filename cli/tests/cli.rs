@@ -1,0 +1,107 @@
+//! The real `baton` binary against a real coordinator on loopback.
+
+use std::process::{Command, Output};
+
+use baton_proto::v1 as pb;
+use baton_tests::TestCluster;
+
+fn baton(addr: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_baton"))
+        .env("BATON_ADDR", addr)
+        .env_remove("RUST_LOG")
+        .args(args)
+        .output()
+        .expect("run baton")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn validate_points_at_the_mistake_without_a_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(&file, "name: web\nstages:\n  - name: build\n    mdoe: queued\n").expect("write");
+    let out = baton("http://127.0.0.1:1", &["pipeline", "validate", &file.display().to_string()]);
+    assert!(!out.status.success());
+    let err = stderr(&out) + &stdout(&out);
+    assert!(err.contains("bad.yaml:4:5"), "{err}");
+    assert!(err.contains("mdoe"), "{err}");
+
+    let good = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/three-stage.yaml");
+    let out = baton("http://127.0.0.1:1", &["pipeline", "validate", good]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_start_and_inspect_through_the_cli() {
+    let cluster = TestCluster::start(1).await;
+    let addr = cluster.addr.clone();
+    let file = cluster.scratch.path().join("quick.yaml");
+    std::fs::write(
+        &file,
+        "name: quick\nstages:\n  - name: build\n    actions:\n      - name: compile\n        run: [\"echo built $BATON_COMMIT\"]\n",
+    )
+    .expect("write");
+    let path = file.display().to_string();
+
+    let out = baton(&addr, &["pipeline", "apply", &path, "--output", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"changed\":true") || stdout(&out).contains("\"changed\": true"), "{}", stdout(&out));
+
+    let out = baton(&addr, &["start", "quick", "--branch", "main", "--commit", "abc1234", "--output", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let started: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let id = started["execution_id"].as_str().expect("execution_id").to_string();
+    cluster.wait_status("quick", &id, pb::ExecutionStatus::Succeeded).await;
+
+    let out = baton(&addr, &["execution", &id, "--output", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let exec: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(exec["status"], "Succeeded", "{exec}");
+
+    let out = baton(&addr, &["executions", "quick"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("Succeeded"), "{}", stdout(&out));
+
+    let out = baton(&addr, &["pipeline", "get", "nosuch"]);
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out).trim(), "error: pipeline 'nosuch' not found");
+    cluster.shutdown().await;
+}
+
+#[test]
+fn unreachable_coordinator_is_one_clear_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let out = baton(&format!("http://127.0.0.1:{port}"), &["workers"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("cannot reach the coordinator"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn demo_supersedes_the_burst_and_reports_savings() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .current_dir(dir.path())
+        .args(["up", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join(".baton"))
+        .args(["--examples", examples])
+        .output()
+        .expect("run baton up --demo");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(text.contains("Superseded"), "{text}");
+    assert!(text.contains("Worker time saved by superseding"), "{text}");
+    assert!(!text.contains("\x1b["), "no terminal codes when piped");
+}
