@@ -26,8 +26,15 @@ fn stderr(out: &Output) -> String {
 fn validate_points_at_the_mistake_without_a_server() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("bad.yaml");
-    std::fs::write(&file, "name: web\nstages:\n  - name: build\n    mdoe: queued\n").expect("write");
-    let out = baton("http://127.0.0.1:1", &["pipeline", "validate", &file.display().to_string()]);
+    std::fs::write(
+        &file,
+        "name: web\nstages:\n  - name: build\n    mdoe: queued\n",
+    )
+    .expect("write");
+    let out = baton(
+        "http://127.0.0.1:1",
+        &["pipeline", "validate", &file.display().to_string()],
+    );
     assert!(!out.status.success());
     let err = stderr(&out) + &stdout(&out);
     assert!(err.contains("bad.yaml:4:5"), "{err}");
@@ -52,13 +59,27 @@ async fn apply_start_and_inspect_through_the_cli() {
 
     let out = baton(&addr, &["pipeline", "apply", &path, "--output", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("\"changed\":true") || stdout(&out).contains("\"changed\": true"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("\"changed\":true") || stdout(&out).contains("\"changed\": true"),
+        "{}",
+        stdout(&out)
+    );
 
-    let out = baton(&addr, &["start", "quick", "--branch", "main", "--commit", "abc1234", "--output", "json"]);
+    let out = baton(
+        &addr,
+        &[
+            "start", "quick", "--branch", "main", "--commit", "abc1234", "--output", "json",
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let started: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
-    let id = started["execution_id"].as_str().expect("execution_id").to_string();
-    cluster.wait_status("quick", &id, pb::ExecutionStatus::Succeeded).await;
+    let id = started["execution_id"]
+        .as_str()
+        .expect("execution_id")
+        .to_string();
+    cluster
+        .wait_status("quick", &id, pb::ExecutionStatus::Succeeded)
+        .await;
 
     let out = baton(&addr, &["execution", &id, "--output", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -79,7 +79,8 @@ pub struct Adopt {
     pub route: Recipient<JobEvent>,
 }
 
-/// Takes a job back before it runs (queued or offered). Running jobs are signalled instead.
+/// Takes a job back: a queued one leaves the queue, an offered one is withdrawn, and one that
+/// was accepted meanwhile is abandoned.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Cancel(pub String);
@@ -389,6 +390,16 @@ impl Handler<Cancel> for Dispatcher {
             self.send(
                 &o.worker,
                 ToWorker::Withdraw(pb::WithdrawOffer { job_id: msg.0 }),
+            );
+        } else if let Some(run) = self.running.get(&msg.0) {
+            // Accepted just before the cancel arrived: it must not go on. It keeps its slot
+            // until the worker confirms it has ended.
+            self.send(
+                &run.worker,
+                ToWorker::Abandon(pb::AbandonJob {
+                    job_id: msg.0,
+                    grace_ms: 0,
+                }),
             );
         }
     }

@@ -114,7 +114,10 @@ impl TestCluster {
             if connected >= n {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "workers did not connect");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "workers did not connect"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -258,9 +261,16 @@ impl TestCluster {
     }
 
     /// Waits until execution `id` has `status`.
-    pub async fn wait_status(&self, pipeline: &str, id: &str, status: pb::ExecutionStatus) -> pb::PipelineExecution {
-        self.wait_until(pipeline, id, &format!("{status:?}"), |e| e.status == status as i32)
-            .await
+    pub async fn wait_status(
+        &self,
+        pipeline: &str,
+        id: &str,
+        status: pb::ExecutionStatus,
+    ) -> pb::PipelineExecution {
+        self.wait_until(pipeline, id, &format!("{status:?}"), |e| {
+            e.status == status as i32
+        })
+        .await
     }
 
     /// Waits until the job's log contains `needle` (following the live log).
@@ -287,7 +297,9 @@ impl TestCluster {
             }
             panic!("log ended without {needle:?}: {text}");
         };
-        tokio::time::timeout(DEADLINE, wait).await.expect("log wait timed out");
+        tokio::time::timeout(DEADLINE, wait)
+            .await
+            .expect("log wait timed out");
         text
     }
 

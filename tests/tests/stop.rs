@@ -81,12 +81,17 @@ stages:
     // Everything traps TERM: the lock is held until SIGKILL and the worker's confirmation.
     let state = cluster.state("deploy").await;
     assert_eq!(
-        state.stages[0].lock.as_ref().map(|l| l.execution_id.as_str()),
+        state.stages[0]
+            .lock
+            .as_ref()
+            .map(|l| l.execution_id.as_str()),
         Some(id.as_str()),
         "the lock is kept until the worker confirms the group is gone"
     );
 
-    let stopped = cluster.wait_status("deploy", &id, pb::ExecutionStatus::Stopped).await;
+    let stopped = cluster
+        .wait_status("deploy", &id, pb::ExecutionStatus::Stopped)
+        .await;
     let job = job_in(&stopped, "prod").expect("job");
     assert_eq!(job.status, pb::JobStatus::Abandoned as i32);
     for pid in &recorded {
@@ -94,7 +99,10 @@ stages:
     }
     assert!(!pids.with_extension("never").exists());
     let state = cluster.state("deploy").await;
-    assert!(state.stages[0].lock.is_none(), "released after the confirmation");
+    assert!(
+        state.stages[0].lock.is_none(),
+        "released after the confirmation"
+    );
     assert_eq!(
         state.stages[0].last_outcome.as_ref().map(|o| o.status),
         Some(pb::StageStatus::Stopped as i32)
@@ -152,12 +160,17 @@ stages:
     assert_eq!(again.code(), tonic::Code::FailedPrecondition);
 
     cluster.open_gate("w1");
-    let stopped = cluster.wait_status("slow", &id, pb::ExecutionStatus::Stopped).await;
+    let stopped = cluster
+        .wait_status("slow", &id, pb::ExecutionStatus::Stopped)
+        .await;
     let job = job_in(&stopped, "build").expect("job");
     assert_eq!(job.status, pb::JobStatus::Stopped as i32);
     assert_eq!(job.steps_done, 1);
     assert!(!marker.exists(), "the second step was skipped");
-    assert!(!marker.with_extension("deploy").exists(), "no later stage ran");
+    assert!(
+        !marker.with_extension("deploy").exists(),
+        "no later stage ran"
+    );
     let log = cluster.wait_for_log(&job_id, "step-one-done").await;
     assert!(log.contains("step-one-done"));
     cluster.shutdown().await;
@@ -195,9 +208,14 @@ stages:
     assert_eq!(stopped.status, pb::ExecutionStatus::Stopped as i32);
     assert!(cluster.state("web").await.stages[0].waiting.is_empty());
     cluster.open_gate("a1");
-    cluster.wait_status("web", &first, pb::ExecutionStatus::Succeeded).await;
+    cluster
+        .wait_status("web", &first, pb::ExecutionStatus::Succeeded)
+        .await;
     let state = cluster.state("web").await;
-    assert!(state.stages[0].lock.is_none(), "the stopped waiter did not enter");
+    assert!(
+        state.stages[0].lock.is_none(),
+        "the stopped waiter did not enter"
+    );
     assert!(!cluster.scratch.path().join("ran-a2").exists());
     cluster.shutdown().await;
 }

@@ -43,26 +43,50 @@ async fn newer_push_supersedes_waiting_execution() {
         .await;
     let state = cluster.state("web").await;
     let build = &state.stages[0];
-    assert_eq!(build.lock.as_ref().map(|l| l.execution_id.as_str()), Some(first.as_str()));
+    assert_eq!(
+        build.lock.as_ref().map(|l| l.execution_id.as_str()),
+        Some(first.as_str())
+    );
     assert_eq!(build.waiting.len(), 1);
-    assert!(build.waiting[0].reason.contains("lock held by #1"), "{:?}", build.waiting[0]);
+    assert!(
+        build.waiting[0].reason.contains("lock held by #1"),
+        "{:?}",
+        build.waiting[0]
+    );
 
     let third = cluster.start_execution("web", "main", "c3").await;
-    let superseded = cluster.wait_status("web", &second, pb::ExecutionStatus::Superseded).await;
-    assert!(superseded.status_reason.contains("#3"), "{}", superseded.status_reason);
+    let superseded = cluster
+        .wait_status("web", &second, pb::ExecutionStatus::Superseded)
+        .await;
+    assert!(
+        superseded.status_reason.contains("#3"),
+        "{}",
+        superseded.status_reason
+    );
     let state = cluster.state("web").await;
     assert_eq!(state.stages[0].waiting.len(), 1);
     assert_eq!(state.stages[0].waiting[0].execution_id, third);
 
     cluster.open_gate("c1");
     cluster.open_gate("c3");
-    cluster.wait_status("web", &first, pb::ExecutionStatus::Succeeded).await;
-    let done = cluster.wait_status("web", &third, pb::ExecutionStatus::Succeeded).await;
-    assert!(done.stages.iter().all(|s| s.status == pb::StageStatus::Succeeded as i32));
+    cluster
+        .wait_status("web", &first, pb::ExecutionStatus::Succeeded)
+        .await;
+    let done = cluster
+        .wait_status("web", &third, pb::ExecutionStatus::Succeeded)
+        .await;
+    assert!(
+        done.stages
+            .iter()
+            .all(|s| s.status == pb::StageStatus::Succeeded as i32)
+    );
 
     // No job of the superseded execution ever started.
     let superseded = cluster.execution(&second).await;
-    assert!(superseded.stages.iter().all(|s| s.jobs.is_empty()), "{superseded:#?}");
+    assert!(
+        superseded.stages.iter().all(|s| s.jobs.is_empty()),
+        "{superseded:#?}"
+    );
     assert!(!cluster.scratch.path().join("ran-c2").exists());
     assert!(cluster.scratch.path().join("ran-c3").exists());
 
@@ -86,7 +110,11 @@ async fn pipeline_file_mistake_is_rejected_with_line_and_column() {
         .await
         .expect_err("a misspelt key is rejected");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(err.message().starts_with("ci/web.yaml:4:5"), "{}", err.message());
+    assert!(
+        err.message().starts_with("ci/web.yaml:4:5"),
+        "{}",
+        err.message()
+    );
     assert!(err.message().contains("actoins"), "{}", err.message());
     let listed = cluster
         .client()

@@ -283,7 +283,11 @@ mod tests {
             async move {
                 store
                     .write(vec![
-                        Op::Put(Tree::ExecutionIndex, key_num("web", n), n.to_string().into()),
+                        Op::Put(
+                            Tree::ExecutionIndex,
+                            key_num("web", n),
+                            n.to_string().into(),
+                        ),
                         Op::Put(Tree::Jobs, format!("job-{n}").into(), b"{}".to_vec()),
                     ])
                     .await
