@@ -204,6 +204,8 @@ async fn worker_registers_runs_an_offered_job_and_drains_on_request() {
         ]
     );
 
+    // The job's directory may not exist yet on a busy machine; the step waits for the file.
+    std::fs::create_dir_all(work.path().join("j1")).expect("job dir");
     std::fs::write(work.path().join("j1").join("go"), b"").expect("create go");
     let mut steps = Vec::new();
     let finished = loop {
