@@ -284,12 +284,8 @@ impl Dispatcher {
         }
     }
 
-    /// Declares a worker lost: its offers go back to the queue, its jobs become Lost.
-    fn lose(&mut self, worker: &str, ctx: &mut Context<Self>) {
-        if let Some(w) = self.workers.get_mut(worker) {
-            w.lost = true;
-            w.tx = None;
-        }
+    /// Puts every job offered to `worker` back at the front of the queue.
+    fn take_back_offers(&mut self, worker: &str, ctx: &mut Context<Self>) {
         let offered: Vec<String> = self
             .offers
             .iter()
@@ -302,6 +298,15 @@ impl Dispatcher {
                 self.queue.push_front(o.job);
             }
         }
+    }
+
+    /// Declares a worker lost: its offers go back to the queue, its jobs become Lost.
+    fn lose(&mut self, worker: &str, ctx: &mut Context<Self>) {
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.lost = true;
+            w.tx = None;
+        }
+        self.take_back_offers(worker, ctx);
         let jobs: Vec<String> = self
             .running
             .iter()
@@ -493,18 +498,7 @@ impl Handler<Disconnected> for Dispatcher {
         w.tx = None;
         let idle = !self.running.values().any(|r| r.worker == msg.worker);
         // Offers to it go elsewhere now; its running jobs wait out the lease.
-        let offered: Vec<String> = self
-            .offers
-            .iter()
-            .filter(|(_, o)| o.worker == msg.worker)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in offered {
-            if let Some(o) = self.offers.remove(&id) {
-                ctx.cancel_future(o.timer);
-                self.queue.push_front(o.job);
-            }
-        }
+        self.take_back_offers(&msg.worker, ctx);
         if idle {
             self.workers.remove(&msg.worker);
         }

@@ -303,6 +303,39 @@ impl TestCluster {
         text
     }
 
+    /// Waits until the first job of execution `id` in `stage` is running; returns its id.
+    pub async fn wait_job_running(&self, pipeline: &str, id: &str, stage: &str) -> String {
+        let exec = self
+            .wait_until(pipeline, id, &format!("a job running in {stage}"), |e| {
+                job_in(e, stage).is_some_and(|j| j.status == pb::JobStatus::Running as i32)
+            })
+            .await;
+        job_in(&exec, stage)
+            .map(|j| j.job_id.clone())
+            .unwrap_or_default()
+    }
+
+    /// A one-stage pipeline `name` (stage `build`) whose job marks `ran-COMMIT` in the scratch
+    /// dir, then waits until the test opens the gate named after its commit.
+    pub fn gated_pipeline(&self, name: &str) -> String {
+        let gates = self.scratch.path().display();
+        format!(
+            r#"
+name: {name}
+stages:
+  - name: build
+    actions:
+      - name: compile
+        run: [ "touch {gates}/ran-$BATON_COMMIT; until [ -f {gates}/gate-$BATON_COMMIT ]; do sleep 0.02; done" ]
+"#
+        )
+    }
+
+    /// Whether the job of execution with `commit` ever started (see [`Self::gated_pipeline`]).
+    pub fn ran(&self, commit: &str) -> bool {
+        self.scratch.path().join(format!("ran-{commit}")).exists()
+    }
+
     /// A gate file a job can wait on (`until [ -f GATE ]`).
     pub fn gate(&self, name: &str) -> PathBuf {
         self.scratch.path().join(format!("gate-{name}"))

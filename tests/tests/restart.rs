@@ -6,19 +6,7 @@ use baton_tests::TestCluster;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_pipelines_executions_and_statuses() {
     let mut cluster = TestCluster::start(1).await;
-    let gates = cluster.scratch.path().display().to_string();
-    cluster
-        .apply(&format!(
-            r#"
-name: web
-stages:
-  - name: build
-    actions:
-      - name: compile
-        run: [ "until [ -f {gates}/gate-$BATON_COMMIT ]; do sleep 0.02; done" ]
-"#
-        ))
-        .await;
+    cluster.apply(&cluster.gated_pipeline("web")).await;
     cluster.open_gate("r1");
     let done = cluster.start_execution("web", "main", "r1").await;
     cluster

@@ -61,12 +61,7 @@ stages:
         ))
         .await;
     let id = cluster.start_execution("deploy", "main", "d1").await;
-    let running = cluster
-        .wait_until("deploy", &id, "job running", |e| {
-            job_in(e, "prod").is_some_and(|j| j.status == pb::JobStatus::Running as i32)
-        })
-        .await;
-    let job_id = job_in(&running, "prod").expect("job").job_id.clone();
+    let job_id = cluster.wait_job_running("deploy", &id, "prod").await;
     cluster.wait_for_log(&job_id, "ready").await;
     let recorded: Vec<i32> = std::fs::read_to_string(&pids)
         .expect("pids")
@@ -136,12 +131,7 @@ stages:
         ))
         .await;
     let id = cluster.start_execution("slow", "main", "s1").await;
-    let running = cluster
-        .wait_until("slow", &id, "job running", |e| {
-            job_in(e, "build").is_some_and(|j| j.status == pb::JobStatus::Running as i32)
-        })
-        .await;
-    let job_id = job_in(&running, "build").expect("job").job_id.clone();
+    let job_id = cluster.wait_job_running("slow", &id, "build").await;
     cluster.wait_for_log(&job_id, "started").await;
 
     let stopping = stop(&cluster, &id, pb::StopMode::Wait).await;
@@ -179,25 +169,9 @@ stages:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_execution_can_be_stopped_and_never_enters() {
     let cluster = TestCluster::start(1).await;
-    let gates = cluster.scratch.path().display().to_string();
-    cluster
-        .apply(&format!(
-            r#"
-name: web
-stages:
-  - name: build
-    actions:
-      - name: compile
-        run: [ "touch {gates}/ran-$BATON_COMMIT; until [ -f {gates}/gate-$BATON_COMMIT ]; do sleep 0.02; done" ]
-"#
-        ))
-        .await;
+    cluster.apply(&cluster.gated_pipeline("web")).await;
     let first = cluster.start_execution("web", "main", "a1").await;
-    cluster
-        .wait_until("web", &first, "a1 running", |e| {
-            job_in(e, "build").is_some_and(|j| j.status == pb::JobStatus::Running as i32)
-        })
-        .await;
+    cluster.wait_job_running("web", &first, "build").await;
     let second = cluster.start_execution("web", "main", "a2").await;
     cluster
         .wait_until("web", &second, "a2 waiting", |e| {
@@ -216,6 +190,6 @@ stages:
         state.stages[0].lock.is_none(),
         "the stopped waiter did not enter"
     );
-    assert!(!cluster.scratch.path().join("ran-a2").exists());
+    assert!(!cluster.ran("a2"));
     cluster.shutdown().await;
 }

@@ -1,7 +1,7 @@
 //! SUPERSEDED stages end to end: CodePipeline's rules 1–3 through the real gRPC API.
 
 use baton_proto::v1 as pb;
-use baton_tests::{TestCluster, job_in, stage_is};
+use baton_tests::{TestCluster, stage_is};
 
 fn pipeline(cluster: &TestCluster) -> String {
     let gates = cluster.scratch.path().display();
@@ -30,11 +30,7 @@ async fn newer_push_supersedes_waiting_execution() {
     cluster.apply(&pipeline(&cluster)).await;
 
     let first = cluster.start_execution("web", "main", "c1").await;
-    cluster
-        .wait_until("web", &first, "c1 building", |e| {
-            job_in(e, "build").is_some_and(|j| j.status == pb::JobStatus::Running as i32)
-        })
-        .await;
+    cluster.wait_job_running("web", &first, "build").await;
     let second = cluster.start_execution("web", "main", "c2").await;
     cluster
         .wait_until("web", &second, "c2 waiting in front of build", |e| {
@@ -87,8 +83,8 @@ async fn newer_push_supersedes_waiting_execution() {
         superseded.stages.iter().all(|s| s.jobs.is_empty()),
         "{superseded:#?}"
     );
-    assert!(!cluster.scratch.path().join("ran-c2").exists());
-    assert!(cluster.scratch.path().join("ran-c3").exists());
+    assert!(!cluster.ran("c2"));
+    assert!(cluster.ran("c3"));
 
     // Fence tokens grow with every entry: c1 then c3 entered build.
     let state = cluster.state("web").await;
