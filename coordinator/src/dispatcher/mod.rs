@@ -146,6 +146,15 @@ impl Dispatcher {
         }
     }
 
+    /// Ids of the jobs `worker` runs.
+    fn running_on(&self, worker: &str) -> Vec<String> {
+        self.running
+            .iter()
+            .filter(|(_, r)| r.worker == worker)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Puts every job offered to `worker` back at the front of the queue.
     fn take_back_offers(&mut self, worker: &str, ctx: &mut Context<Self>) {
         let offered: Vec<String> = self
@@ -169,13 +178,7 @@ impl Dispatcher {
             w.tx = None;
         }
         self.take_back_offers(worker, ctx);
-        let jobs: Vec<String> = self
-            .running
-            .iter()
-            .filter(|(_, r)| r.worker == worker)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in jobs {
+        for id in self.running_on(worker) {
             tracing::warn!(job_id = %id, %worker, "worker lost; job lost");
             self.finish(
                 &id,
@@ -497,12 +500,7 @@ impl Handler<ListWorkers> for Dispatcher {
                     name: name.clone(),
                     labels: w.labels.clone(),
                     slots: w.slots,
-                    running_jobs: self
-                        .running
-                        .iter()
-                        .filter(|(_, r)| r.worker == *name)
-                        .map(|(id, _)| id.clone())
-                        .collect(),
+                    running_jobs: self.running_on(name),
                     state: if w.lost {
                         pb::WorkerState::Lost
                     } else if w.tx.is_none() {
@@ -516,13 +514,5 @@ impl Handler<ListWorkers> for Dispatcher {
                 })
                 .collect(),
         )
-    }
-}
-
-/// Whether a log from `worker` for `job_id` should be kept.
-impl Dispatcher {
-    /// True when `worker` holds `job_id` (used by tests and the log path).
-    pub fn worker_holds(&self, worker: &str, job_id: &str) -> bool {
-        self.running.get(job_id).is_some_and(|r| r.worker == worker)
     }
 }

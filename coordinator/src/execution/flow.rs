@@ -98,7 +98,6 @@ impl PipelineActor {
             stages,
             created_at_ms: now,
             updated_at_ms: now,
-            abandoning: false,
         };
         txn.events.push(self.event(
             &id,
@@ -515,7 +514,6 @@ impl PipelineActor {
         if let Some(exec) = self.executions.get_mut(exec_id) {
             exec.status = ExecutionStatus::Stopping;
             exec.status_reason = why.clone();
-            exec.abandoning |= mode == StopMode::Abandon;
         }
         let ev = self.event(
             exec_id,

@@ -156,9 +156,6 @@ pub struct ExecutionRecord {
     pub created_at_ms: i64,
     /// Last change (Unix ms).
     pub updated_at_ms: i64,
-    /// Set when a stop was asked with abandon (so a later report knows).
-    #[serde(default)]
-    pub abandoning: bool,
 }
 
 /// The stored state of one stage (its lock, who waits, its fence counter).
