@@ -122,6 +122,15 @@ impl FakeCoordinator {
     }
 }
 
+/// Waits for the worker task to return, and asserts that it returned `Ok`.
+async fn returns_ok(worker: tokio::task::JoinHandle<Result<(), baton_worker::WorkerError>>) {
+    let result = tokio::time::timeout(TEST_LIMIT, worker)
+        .await
+        .expect("worker did not return")
+        .expect("worker task");
+    assert!(result.is_ok(), "{result:?}");
+}
+
 async fn register(s: &mut Session) -> baton_proto::v1::Register {
     let Msg::Register(reg) = s.next().await else {
         panic!("first message must be Register");
@@ -250,11 +259,7 @@ async fn worker_registers_runs_an_offered_job_and_drains_on_request() {
     assert_eq!(bye.reason, "drained");
     drop(s);
 
-    let result = tokio::time::timeout(TEST_LIMIT, worker)
-        .await
-        .expect("worker did not return after goodbye")
-        .expect("worker task");
-    assert!(result.is_ok(), "{result:?}");
+    returns_ok(worker).await;
     server.abort();
 }
 
@@ -318,11 +323,7 @@ async fn worker_reattaches_after_a_broken_stream_and_abandons_on_request() {
     };
     assert_eq!(bye.reason, "drained");
     drop(s);
-    let result = tokio::time::timeout(TEST_LIMIT, worker)
-        .await
-        .expect("worker did not return after goodbye")
-        .expect("worker task");
-    assert!(result.is_ok(), "{result:?}");
+    returns_ok(worker).await;
     server.abort();
 }
 
@@ -397,10 +398,6 @@ async fn worker_abandons_its_jobs_when_the_lease_runs_out_while_disconnected() {
         panic!("expected Goodbye")
     };
     drop(s);
-    let result = tokio::time::timeout(TEST_LIMIT, worker)
-        .await
-        .expect("worker did not return")
-        .expect("worker task");
-    assert!(result.is_ok(), "{result:?}");
+    returns_ok(worker).await;
     server.abort();
 }
