@@ -190,6 +190,7 @@ impl TestCluster {
                     commit: commit.into(),
                     message: format!("commit {commit}"),
                     trigger: "test".into(),
+                    ..Default::default()
                 }),
             })
             .await

@@ -27,6 +27,7 @@ pub async fn start(
         commit: commit.to_string(),
         message: message.to_string(),
         trigger: "cli".into(),
+        ..Default::default()
     };
     let id = api
         .client

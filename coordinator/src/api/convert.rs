@@ -72,6 +72,8 @@ pub fn revision(r: &Revision) -> pb::SourceRevision {
         commit: r.commit.clone(),
         message: r.message.clone(),
         trigger: r.trigger.clone(),
+        tag: r.tag.clone(),
+        pull_request: r.pull_request.clone(),
     }
 }
 
@@ -87,6 +89,8 @@ pub fn revision_from(r: Option<pb::SourceRevision>) -> Revision {
         } else {
             r.trigger
         },
+        tag: r.tag,
+        pull_request: r.pull_request,
     }
 }
 
@@ -104,6 +108,18 @@ pub fn job(j: &JobRecord) -> pb::Job {
         steps_done: j.steps_done,
         step_count: j.steps.len() as u32,
         message: j.message.clone(),
+        approval: j.approval.as_ref().map(|a| pb::ApprovalState {
+            decision: match a.approved {
+                Some(true) => pb::ApprovalDecision::Approve,
+                Some(false) => pb::ApprovalDecision::Reject,
+                None => pb::ApprovalDecision::Unspecified,
+            } as i32,
+            by: a.by.clone(),
+            comment: a.comment.clone(),
+            pending_since_ms: a.pending_since_ms,
+            times_out_at_ms: a.times_out_at_ms,
+            decided_at_ms: a.decided_at_ms,
+        }),
     }
 }
 

@@ -299,4 +299,18 @@ impl PipelineService for PipelineApi {
             .collect();
         Ok(Response::new(pb::ListWorkersResponse { workers }))
     }
+
+    async fn put_approval_result(
+        &self,
+        _: Request<pb::PutApprovalResultRequest>,
+    ) -> Result<Response<pb::PutApprovalResultResponse>, Status> {
+        Err(Status::unimplemented("approvals are not served yet"))
+    }
+
+    async fn retry_stage_execution(
+        &self,
+        _: Request<pb::RetryStageExecutionRequest>,
+    ) -> Result<Response<pb::RetryStageExecutionResponse>, Status> {
+        Err(Status::unimplemented("retry is not served yet"))
+    }
 }

@@ -42,7 +42,14 @@ pub fn job_spec(job: &JobRecord) -> pb::JobSpec {
 }
 
 impl PipelineActor {
-    fn event(&self, exec: &str, stage: &str, job: &str, change: Change, message: String) -> Event {
+    pub(super) fn event(
+        &self,
+        exec: &str,
+        stage: &str,
+        job: &str,
+        change: Change,
+        message: String,
+    ) -> Event {
         Event {
             seq: 0,
             at_ms: self.now(),
@@ -98,6 +105,7 @@ impl PipelineActor {
             stages,
             created_at_ms: now,
             updated_at_ms: now,
+            cancel: None,
         };
         txn.events.push(self.event(
             &id,
@@ -108,6 +116,8 @@ impl PipelineActor {
         ));
         self.executions.insert(id.clone(), exec);
         txn.executions.insert(id.clone());
+        // Older executions it cancels leave their lines before it arrives.
+        self.auto_cancel(&id, txn);
         txn.work.push_back(Work::Arrive {
             execution_id: id.clone(),
             stage: first,
@@ -115,7 +125,7 @@ impl PipelineActor {
         id
     }
 
-    fn set_stage_status(
+    pub(super) fn set_stage_status(
         &mut self,
         exec_id: &str,
         stage: &str,
@@ -143,7 +153,7 @@ impl PipelineActor {
     }
 
     /// Ends an execution with a final status.
-    fn end_execution(
+    pub(super) fn end_execution(
         &mut self,
         exec_id: &str,
         status: ExecutionStatus,
@@ -167,7 +177,7 @@ impl PipelineActor {
         txn.events.push(event);
     }
 
-    fn number_and_commit(&self, exec_id: &str) -> String {
+    pub(super) fn number_and_commit(&self, exec_id: &str) -> String {
         self.executions
             .get(exec_id)
             .map(|e| format!("#{} ({})", e.number, short(&e.revision.commit)))
@@ -217,7 +227,7 @@ impl PipelineActor {
         }
     }
 
-    fn enter(&mut self, exec_id: &str, stage: &str, fence_token: u64, txn: &mut Txn) {
+    pub(super) fn enter(&mut self, exec_id: &str, stage: &str, fence_token: u64, txn: &mut Txn) {
         let now = self.now();
         let Some(exec) = self.executions.get_mut(exec_id) else {
             return;
@@ -250,7 +260,7 @@ impl PipelineActor {
     }
 
     /// Creates the jobs of one run order of the execution's current stage.
-    fn start_order(&mut self, exec_id: &str, index: usize, order: u32, txn: &mut Txn) {
+    pub(super) fn start_order(&mut self, exec_id: &str, index: usize, order: u32, txn: &mut Txn) {
         let Some(exec) = self.executions.get(exec_id) else {
             return;
         };
@@ -300,6 +310,7 @@ impl PipelineActor {
                 grace_ms: action.grace.as_millis() as u64,
                 fence_token: fence,
                 message: String::new(),
+                approval: None,
             });
         }
         let stage_name = stage.name.clone();
@@ -378,7 +389,7 @@ impl PipelineActor {
     }
 
     /// Moves an execution on once its current stage's jobs allow it.
-    fn evaluate_stage(&mut self, exec_id: &str, txn: &mut Txn) {
+    pub(super) fn evaluate_stage(&mut self, exec_id: &str, txn: &mut Txn) {
         let Some(exec) = self.executions.get(exec_id) else {
             return;
         };
@@ -391,11 +402,19 @@ impl PipelineActor {
         if !matches!(run.status, StageStatus::InProgress | StageStatus::Stopping) {
             return;
         }
-        let views: Vec<JobView<'_>> = run
+        // The latest attempt of each action counts (a retry adds attempts).
+        let mut latest: Vec<&JobRecord> = Vec::new();
+        for job in run
             .jobs
             .iter()
             .filter_map(|id| self.jobs.get(id))
             .filter(|j| j.run_order == run.run_order)
+        {
+            latest.retain(|j| j.action != job.action);
+            latest.push(job);
+        }
+        let views: Vec<JobView<'_>> = latest
+            .into_iter()
             .map(|j| JobView {
                 action: &j.action,
                 status: j.status,
@@ -408,13 +427,22 @@ impl PipelineActor {
             progress::evaluate(&views, &stage_spec.run_orders(), run.run_order, stopping);
         let stage = stage_spec.name.clone();
         let reason = exec.status_reason.clone();
+        let cancel = exec.cancel.clone();
         let next_stage = spec.stages.get(index + 1).map(|s| s.name.clone());
         match decision {
             Progress::Running => {}
             Progress::Next(order) => self.start_order(exec_id, index, order, txn),
             Progress::Stopped => {
-                self.set_stage_status(exec_id, &stage, StageStatus::Stopped, reason.clone(), txn);
-                self.end_execution(exec_id, ExecutionStatus::Stopped, reason, txn);
+                // Auto-cancel stops with the stage's on_cancel and ends Cancelled; a stop
+                // someone asked for (even one escalating it) ends Stopped.
+                let (stage_status, status, reason) = match cancel {
+                    Some(c) if !c.at_boundary => {
+                        (StageStatus::Cancelled, ExecutionStatus::Cancelled, c.reason)
+                    }
+                    _ => (StageStatus::Stopped, ExecutionStatus::Stopped, reason),
+                };
+                self.set_stage_status(exec_id, &stage, stage_status, reason.clone(), txn);
+                self.end_execution(exec_id, status, reason, txn);
                 self.leave(exec_id, &stage, LeaveReason::Stopped, txn);
             }
             Progress::Failed(why) => {
@@ -437,6 +465,10 @@ impl PipelineActor {
                 );
                 self.leave(exec_id, &stage, LeaveReason::Succeeded, txn);
                 match next_stage {
+                    Some(_) if cancel.is_some() => {
+                        let reason = cancel.map(|c| c.reason).unwrap_or_default();
+                        self.end_execution(exec_id, ExecutionStatus::Cancelled, reason, txn);
+                    }
                     Some(next) => {
                         if let Some(exec) = self.executions.get_mut(exec_id) {
                             exec.stage_index = index + 1;
@@ -454,7 +486,7 @@ impl PipelineActor {
         }
     }
 
-    fn leave(&mut self, exec_id: &str, stage: &str, reason: LeaveReason, txn: &mut Txn) {
+    pub(super) fn leave(&mut self, exec_id: &str, stage: &str, reason: LeaveReason, txn: &mut Txn) {
         txn.work.push_back(Work::Leave {
             execution_id: exec_id.to_string(),
             stage: stage.to_string(),
@@ -495,7 +527,7 @@ impl PipelineActor {
         let index = exec.stage_index;
         let run = &exec.stages[index];
         let stage = run.stage.clone();
-        let (status, number) = (run.status, exec.number);
+        let status = run.status;
         let why = match (mode, reason.is_empty()) {
             (StopMode::Wait, true) => "stopped (wait)".to_string(),
             (StopMode::Abandon, true) => "stopped (abandon)".to_string(),
@@ -510,6 +542,30 @@ impl PipelineActor {
             });
             return Ok(());
         }
+        // A stop someone asks for replaces auto-cancel's verdict: it ends Stopped.
+        if let Some(exec) = self.executions.get_mut(exec_id) {
+            exec.cancel = None;
+        }
+        self.stop_inside(exec_id, mode, why, txn);
+        Ok(())
+    }
+
+    /// Stops an execution inside its stage: Stopping, queued jobs stopped, running ones
+    /// drained or abandoned; it leaves the stage once they have ended.
+    pub(super) fn stop_inside(
+        &mut self,
+        exec_id: &str,
+        mode: StopMode,
+        why: String,
+        txn: &mut Txn,
+    ) {
+        let Some(exec) = self.executions.get(exec_id) else {
+            return;
+        };
+        let Some(run) = exec.stages.get(exec.stage_index) else {
+            return;
+        };
+        let (stage, number) = (run.stage.clone(), exec.number);
         let job_ids: Vec<String> = run.jobs.clone();
         if let Some(exec) = self.executions.get_mut(exec_id) {
             exec.status = ExecutionStatus::Stopping;
@@ -533,9 +589,13 @@ impl PipelineActor {
                 JobStatus::Queued => {
                     job.status = JobStatus::Stopped;
                     job.finished_at_ms = now;
-                    job.message = "stopped before it started".into();
                     txn.jobs.insert(id.clone());
-                    txn.cancel.push(id);
+                    if job.approval.is_some() {
+                        job.message = "stopped while the approval was pending".into();
+                    } else {
+                        job.message = "stopped before it started".into();
+                        txn.cancel.push(id);
+                    }
                 }
                 JobStatus::Running => {
                     let signal = match mode {
@@ -550,6 +610,5 @@ impl PipelineActor {
             }
         }
         self.evaluate_stage(exec_id, txn);
-        Ok(())
     }
 }

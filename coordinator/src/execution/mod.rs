@@ -2,6 +2,8 @@
 //! through its stages, asking each stage actor for the lock decisions.
 
 pub mod actor;
+pub mod auto_cancel;
+mod cancel;
 mod flow;
 pub use flow::short;
 pub mod progress;

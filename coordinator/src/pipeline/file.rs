@@ -15,8 +15,11 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use super::diagnostic::{Pos, error_at, from_yaml_error};
-use super::model::{ActionSpec, DEFAULT_GRACE, Mode, PipelineSpec, StageSpec};
-use super::rules;
+use super::model::{
+    ActionSpec, ApprovalSpec, AutoCancel, CancelStop, ConcurrencyKey, Condition,
+    DEFAULT_APPROVAL_TIMEOUT, DEFAULT_GRACE, Mode, PipelineSpec, StageSpec,
+};
+use super::{condition, rules};
 
 /// A pipeline file that cannot be used, with where and what.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -59,6 +62,35 @@ struct RawPipeline {
     mode: Option<Spanned<String>>,
     #[serde(default)]
     stages: Option<Spanned<Vec<Spanned<RawStage>>>>,
+    #[serde(default)]
+    auto_cancel: Option<Spanned<RawAutoCancel>>,
+    #[serde(default)]
+    concurrency_key: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAutoCancel {
+    #[serde(default)]
+    queued: Option<Spanned<RawWhen>>,
+    #[serde(default)]
+    running: Option<Spanned<RawWhen>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWhen {
+    #[serde(default)]
+    when: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApproval {
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    follow_latest: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +101,10 @@ struct RawStage {
     mode: Option<Spanned<String>>,
     #[serde(default)]
     actions: Option<Spanned<Vec<Spanned<RawAction>>>>,
+    #[serde(default)]
+    interruptible: Option<Spanned<bool>>,
+    #[serde(default)]
+    on_cancel: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -87,6 +123,8 @@ struct RawAction {
     env: Option<Spanned<Pairs>>,
     #[serde(default)]
     run: Option<Spanned<Vec<Spanned<Option<String>>>>>,
+    #[serde(default)]
+    approval: Option<Spanned<RawApproval>>,
 }
 
 /// A string-to-string mapping that keeps where each key was written.
@@ -176,11 +214,60 @@ impl Cx<'_> {
             seen.insert(spec.name.clone(), at);
             out.push(spec);
         }
+        let auto_cancel = match raw.auto_cancel {
+            Some(ac) => AutoCancel {
+                queued: self.condition(ac.value.queued)?,
+                running: self.condition(ac.value.running)?,
+            },
+            None => AutoCancel::default(),
+        };
+        let concurrency_key = match raw.concurrency_key {
+            Some(k) => k.value.parse().map_err(|e: String| self.err(pos(&k), e))?,
+            None => ConcurrencyKey::default(),
+        };
         Ok(PipelineSpec {
             name,
             mode,
             stages: out,
+            auto_cancel,
+            concurrency_key,
         })
+    }
+
+    /// An auto-cancel rule's condition: `true` when `when` is left out.
+    fn condition(
+        &self,
+        rule: Option<Spanned<RawWhen>>,
+    ) -> Result<Option<Condition>, PipelineFileError> {
+        let Some(rule) = rule else {
+            return Ok(None);
+        };
+        let Some(when) = rule.value.when else {
+            return Ok(Some(Condition {
+                expr: "true".into(),
+            }));
+        };
+        condition::check(&when.value).map_err(|e| {
+            let at = pos(&when);
+            // Point inside the expression; a quoted scalar starts one column later.
+            let quoted = self
+                .text
+                .lines()
+                .nth(at.line.saturating_sub(1))
+                .and_then(|l| l.chars().nth(at.column.saturating_sub(1)))
+                .is_some_and(|c| c == '"' || c == '\'');
+            let inner = if e.line <= 1 {
+                Pos {
+                    line: at.line,
+                    column: at.column + usize::from(quoted) + e.column - 1,
+                    len: 1,
+                }
+            } else {
+                at
+            };
+            self.err(inner, e.message)
+        })?;
+        Ok(Some(Condition { expr: when.value }))
     }
 
     fn stage(&self, raw: Spanned<RawStage>) -> Result<StageSpec, PipelineFileError> {
@@ -218,10 +305,16 @@ impl Cx<'_> {
             seen.insert(spec.name.clone(), at);
             out.push(spec);
         }
+        let on_cancel = match raw.on_cancel {
+            Some(c) => c.value.parse().map_err(|e: String| self.err(pos(&c), e))?,
+            None => CancelStop::default(),
+        };
         Ok(StageSpec {
             name,
             mode,
             actions: out,
+            interruptible: raw.interruptible.is_none_or(|i| i.value),
+            on_cancel,
         })
     }
 
@@ -250,10 +343,54 @@ impl Cx<'_> {
             None => DEFAULT_GRACE,
         };
         let env = self.pairs(raw.env, rules::check_env_key)?;
+        if let Some(approval) = raw.approval {
+            if let Some(run) = &raw.run {
+                return Err(self.err(
+                    pos(run),
+                    format!(
+                        "action `{name}` has both `run` and `approval`; an action either runs \
+                         commands or waits for a person, so move one into its own action"
+                    ),
+                ));
+            }
+            if timeout.is_some() {
+                return Err(self.err(
+                    pos(&approval),
+                    format!(
+                        "action `{name}` is an approval: put its timeout inside `approval:`, \
+                         as in `approval: {{ timeout: 2d }}`"
+                    ),
+                ));
+            }
+            let timeout = match approval.value.timeout {
+                Some(t) => {
+                    let d = self.duration("timeout", &t)?;
+                    rules::check_timeout(d).map_err(|m| self.err(pos(&t), m))?;
+                    d
+                }
+                None => DEFAULT_APPROVAL_TIMEOUT,
+            };
+            return Ok(ActionSpec {
+                name,
+                run_order,
+                steps: Vec::new(),
+                labels,
+                timeout: None,
+                grace,
+                env,
+                approval: Some(ApprovalSpec {
+                    timeout,
+                    follow_latest: approval.value.follow_latest.is_some_and(|f| f.value),
+                }),
+            });
+        }
         let Some(run) = raw.run else {
             return Err(self.err(
                 at,
-                format!("action `{name}` has no `run`; add `run:` with at least one shell command"),
+                format!(
+                    "action `{name}` has no `run`; add `run:` with at least one shell command \
+                     (or `approval: {{}}` for a person's sign-off)"
+                ),
             ));
         };
         if run.value.is_empty() {
@@ -277,6 +414,7 @@ impl Cx<'_> {
             timeout,
             grace,
             env,
+            approval: None,
         })
     }
 
@@ -362,6 +500,7 @@ stages:
                             timeout: Some(Duration::from_secs(600)),
                             grace: Duration::from_secs(2),
                             env: BTreeMap::from([("RUST_LOG".into(), "info".into())]),
+                            approval: None,
                         },
                         ActionSpec {
                             name: "package".into(),
@@ -371,8 +510,11 @@ stages:
                             timeout: None,
                             grace: DEFAULT_GRACE,
                             env: BTreeMap::new(),
+                            approval: None,
                         },
                     ],
+                    interruptible: true,
+                    on_cancel: CancelStop::Abandon,
                 },
                 StageSpec {
                     name: "deploy".into(),
@@ -385,9 +527,14 @@ stages:
                         timeout: None,
                         grace: DEFAULT_GRACE,
                         env: BTreeMap::new(),
+                        approval: None,
                     }],
+                    interruptible: true,
+                    on_cancel: CancelStop::Abandon,
                 },
             ],
+            auto_cancel: AutoCancel::default(),
+            concurrency_key: ConcurrencyKey::Branch,
         };
         assert_eq!(spec, expected);
     }
@@ -422,8 +569,8 @@ stages:
         let e = parse_err("name: a\nmdoe: queued\nstages: []\n");
         assert_eq!(
             e.to_string(),
-            "p.yaml:2:1: unknown key `mdoe`; expected one of name, mode, stages \
-             (did you mean `mode`?)\n  |\n2 | mdoe: queued\n  | ^^^^"
+            "p.yaml:2:1: unknown key `mdoe`; expected one of name, mode, stages, auto_cancel, \
+             concurrency_key (did you mean `mode`?)\n  |\n2 | mdoe: queued\n  | ^^^^"
         );
     }
 
@@ -435,7 +582,7 @@ stages:
             text,
             6,
             9,
-            "unknown key `tiemout`; expected one of name, run_order, labels, timeout, grace, env, run (did you mean `timeout`?)",
+            "unknown key `tiemout`; expected one of name, run_order, labels, timeout, grace, env, run, approval (did you mean `timeout`?)",
         );
     }
 
@@ -669,6 +816,129 @@ stages:
             3,
             1,
             "YAML indents with spaces only",
+        );
+    }
+
+    #[test]
+    fn execution_policies_parse_to_the_model() {
+        let text = r#"
+name: web
+concurrency_key: pipeline
+auto_cancel:
+  queued: {}
+  running:
+    when: "branch != 'master'"
+stages:
+  - name: deploy
+    interruptible: false
+    on_cancel: drain
+    actions:
+      - name: ship
+        run: [./deploy.sh]
+      - name: sign-off
+        run_order: 2
+        approval: { timeout: 2d, follow_latest: true }
+      - name: plain
+        run_order: 3
+        approval: {}
+"#;
+        let spec = parse_pipeline_file("p.yaml", text).expect("valid file");
+        assert_eq!(spec.concurrency_key, ConcurrencyKey::Pipeline);
+        assert_eq!(
+            spec.auto_cancel.queued.as_ref().map(|c| c.expr.as_str()),
+            Some("true")
+        );
+        assert_eq!(
+            spec.auto_cancel.running.as_ref().map(|c| c.expr.as_str()),
+            Some("branch != 'master'")
+        );
+        let stage = &spec.stages[0];
+        assert!(!stage.interruptible);
+        assert_eq!(stage.on_cancel, CancelStop::Drain);
+        assert_eq!(
+            stage.actions[1].approval,
+            Some(ApprovalSpec {
+                timeout: Duration::from_secs(2 * 24 * 3600),
+                follow_latest: true
+            })
+        );
+        assert!(stage.actions[1].steps.is_empty());
+        assert_eq!(
+            stage.actions[2]
+                .approval
+                .map(|a| (a.timeout, a.follow_latest)),
+            Some((DEFAULT_APPROVAL_TIMEOUT, false))
+        );
+    }
+
+    #[test]
+    fn execution_policy_mistakes_say_where() {
+        let stage = |extra: &str| {
+            format!("name: a\nstages:\n  - name: s\n{extra}    actions:\n{OK_ACTION}")
+        };
+        assert_error(
+            &format!(
+                "name: a\nauto_cancel:\n  running:\n    when: \"brnch != 'x'\"\n{}",
+                &stage("")[8..]
+            ),
+            4,
+            12,
+            "`when` uses `brnch`, which Baton does not provide",
+        );
+        assert_error(
+            &format!(
+                "name: a\nauto_cancel:\n  queued:\n    when: \"branch ! tag\"\n{}",
+                &stage("")[8..]
+            ),
+            4,
+            19,
+            "is not a valid CEL expression",
+        );
+        assert_error(
+            &format!("name: a\nauto_cancel:\n  runing: {{}}\n{}", &stage("")[8..]),
+            3,
+            3,
+            "unknown key `runing`; expected one of queued, running",
+        );
+        assert_error(
+            &format!("name: a\nconcurrency_key: commit\n{}", &stage("")[8..]),
+            2,
+            18,
+            "unknown concurrency_key `commit`; expected `branch`",
+        );
+        assert_error(
+            &stage("    on_cancel: kill\n"),
+            4,
+            16,
+            "unknown on_cancel `kill`",
+        );
+        assert_error(&stage("    interruptible: maybe\n"), 4, 20, "interruptible");
+        let action = |body: &str| {
+            format!("name: a\nstages:\n  - name: s\n    actions:\n      - name: x\n{body}")
+        };
+        assert_error(
+            &action("        run: [make]\n        approval: {}\n"),
+            6,
+            14,
+            "has both `run` and `approval`",
+        );
+        assert_error(
+            &action("        approval: { timeout: soon }\n"),
+            6,
+            30,
+            "`timeout: soon` is not a duration",
+        );
+        assert_error(
+            &action("        timeout: 1h\n        approval: {}\n"),
+            7,
+            19,
+            "put its timeout inside `approval:`",
+        );
+        assert_error(
+            &action("        approval: { folow_latest: true }\n"),
+            6,
+            21,
+            "unknown key `folow_latest`; expected one of timeout, follow_latest",
         );
     }
 

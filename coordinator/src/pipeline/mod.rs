@@ -1,5 +1,6 @@
 //! Pipeline definitions: the validated model, the YAML pipeline file, and the protobuf form.
 
+pub mod condition;
 mod diagnostic;
 pub mod file;
 pub mod model;
@@ -7,4 +8,7 @@ pub mod proto;
 pub mod rules;
 
 pub use file::{PipelineFileError, parse_pipeline_file};
-pub use model::{ActionSpec, DEFAULT_GRACE, Mode, PipelineSpec, StageSpec};
+pub use model::{
+    ActionSpec, ApprovalSpec, AutoCancel, CancelStop, ConcurrencyKey, Condition,
+    DEFAULT_APPROVAL_TIMEOUT, DEFAULT_GRACE, Mode, PipelineSpec, StageSpec,
+};

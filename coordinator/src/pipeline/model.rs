@@ -27,6 +27,11 @@ pub struct PipelineSpec {
     pub mode: Mode,
     /// Stages, run in this order; at least one.
     pub stages: Vec<StageSpec>,
+    /// What a new execution cancels among older ones of the same concurrency key.
+    /// Default: nothing (no auto-cancel).
+    pub auto_cancel: AutoCancel,
+    /// Which executions compete with each other for auto-cancel. Default: branch.
+    pub concurrency_key: ConcurrencyKey,
 }
 
 /// One stage: a set of actions behind one lock.
@@ -38,6 +43,11 @@ pub struct StageSpec {
     pub mode: Option<Mode>,
     /// At least one action.
     pub actions: Vec<ActionSpec>,
+    /// False for stages auto-cancel must never interrupt (a deploy): an execution inside
+    /// finishes the stage and is cancelled at the next boundary. Default: true.
+    pub interruptible: bool,
+    /// How auto-cancel stops an execution inside this stage. Default: abandon.
+    pub on_cancel: CancelStop,
 }
 
 /// One `run` action: steps run in order on one worker.
@@ -47,7 +57,8 @@ pub struct ActionSpec {
     pub name: String,
     /// Actions with the same run order run in parallel, lower orders first. Default: 1.
     pub run_order: u32,
-    /// Shell commands, each run with `sh -c`; at least one.
+    /// Shell commands, each run with `sh -c`; at least one for a `run` action, none for an
+    /// approval.
     pub steps: Vec<String>,
     /// Labels a worker must offer. Default: none (any worker).
     pub labels: BTreeMap<String, String>,
@@ -57,6 +68,60 @@ pub struct ActionSpec {
     pub grace: Duration,
     /// Extra environment for every step. Default: none.
     pub env: BTreeMap<String, String>,
+    /// Set for an `approval` action (a person approves or rejects; no steps, no worker).
+    /// Default: none (a `run` action).
+    pub approval: Option<ApprovalSpec>,
+}
+
+/// An approval action's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalSpec {
+    /// How long the approval may stay pending before it fails. Default: 7 days.
+    pub timeout: Duration,
+    /// When a newer execution waits in front of the stage while this approval is pending,
+    /// the approval moves to the newest one (the holder is superseded). Default: false.
+    pub follow_latest: bool,
+}
+
+/// Default approval timeout (CodePipeline's): 7 days.
+pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Auto-cancel: what a new execution ends among older executions of the same concurrency key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AutoCancel {
+    /// Cancel older executions that wait in front of a stage (no job running), when the
+    /// condition holds for the new execution. Default: off.
+    pub queued: Option<Condition>,
+    /// Also stop older executions inside a stage, when the condition holds. Default: off.
+    pub running: Option<Condition>,
+}
+
+/// A `when` condition: a CEL expression over `branch`, `tag`, `pull_request` and `pipeline`,
+/// checked when the pipeline is put. `true` when the file gives none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// The expression's text.
+    pub expr: String,
+}
+
+/// Which executions compete for auto-cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConcurrencyKey {
+    /// Executions of the same branch. The default.
+    #[default]
+    Branch,
+    /// Every execution of the pipeline, whatever its branch.
+    Pipeline,
+}
+
+/// How auto-cancel stops an execution inside a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CancelStop {
+    /// Running jobs are terminated (SIGTERM to the group, grace, SIGKILL). The default.
+    #[default]
+    Abandon,
+    /// Running jobs finish their current step; the rest are skipped.
+    Drain,
 }
 
 /// Default abandon grace period (Buildkite's).

@@ -6,9 +6,14 @@
 
 use std::time::Duration;
 
-use baton_proto::v1::{ActionDefinition, ExecutionMode, PipelineDefinition, StageDefinition};
+use baton_proto::v1::{
+    self as pb, ActionDefinition, ExecutionMode, PipelineDefinition, StageDefinition,
+};
 
-use super::model::{ActionSpec, Mode, PipelineSpec, StageSpec};
+use super::model::{
+    ActionSpec, ApprovalSpec, AutoCancel, CancelStop, ConcurrencyKey, Condition,
+    DEFAULT_APPROVAL_TIMEOUT, Mode, PipelineSpec, StageSpec,
+};
 
 /// The protobuf enum value for a mode.
 pub fn mode_to_proto(mode: Mode) -> ExecutionMode {
@@ -40,6 +45,31 @@ pub fn to_proto(spec: &PipelineSpec) -> PipelineDefinition {
         name: spec.name.clone(),
         mode: mode_to_proto(spec.mode).into(),
         stages: spec.stages.iter().map(stage_to_proto).collect(),
+        auto_cancel: Some(pb::AutoCancel {
+            queued: spec.auto_cancel.queued.as_ref().map(rule_to_proto),
+            running: spec.auto_cancel.running.as_ref().map(rule_to_proto),
+        }),
+        concurrency_key: match spec.concurrency_key {
+            ConcurrencyKey::Branch => pb::ConcurrencyKey::Branch,
+            ConcurrencyKey::Pipeline => pb::ConcurrencyKey::Pipeline,
+        }
+        .into(),
+    }
+}
+
+fn rule_to_proto(c: &Condition) -> pb::AutoCancelRule {
+    pb::AutoCancelRule {
+        when: c.expr.clone(),
+    }
+}
+
+fn rule_from_proto(r: &pb::AutoCancelRule) -> Condition {
+    Condition {
+        expr: if r.when.trim().is_empty() {
+            "true".into()
+        } else {
+            r.when.clone()
+        },
     }
 }
 
@@ -51,6 +81,12 @@ fn stage_to_proto(stage: &StageSpec) -> StageDefinition {
             .map_or(ExecutionMode::Unspecified, mode_to_proto)
             .into(),
         actions: stage.actions.iter().map(action_to_proto).collect(),
+        interruptible: Some(stage.interruptible),
+        on_cancel: match stage.on_cancel {
+            CancelStop::Abandon => pb::CancelStop::Abandon,
+            CancelStop::Drain => pb::CancelStop::Drain,
+        }
+        .into(),
     }
 }
 
@@ -63,6 +99,10 @@ fn action_to_proto(action: &ActionSpec) -> ActionDefinition {
         timeout_ms: action.timeout.map_or(0, millis),
         grace_ms: millis(action.grace),
         env: action.env.clone().into_iter().collect(),
+        approval: action.approval.map(|a| pb::ApprovalDefinition {
+            timeout_ms: millis(a.timeout),
+            follow_latest: a.follow_latest,
+        }),
     }
 }
 
@@ -81,6 +121,24 @@ pub fn from_proto(def: &PipelineDefinition) -> Result<PipelineSpec, String> {
             .iter()
             .map(stage_from_proto)
             .collect::<Result<_, _>>()?,
+        auto_cancel: def
+            .auto_cancel
+            .as_ref()
+            .map(|ac| AutoCancel {
+                queued: ac.queued.as_ref().map(rule_from_proto),
+                running: ac.running.as_ref().map(rule_from_proto),
+            })
+            .unwrap_or_default(),
+        concurrency_key: match pb::ConcurrencyKey::try_from(def.concurrency_key) {
+            Ok(pb::ConcurrencyKey::Pipeline) => ConcurrencyKey::Pipeline,
+            Ok(_) => ConcurrencyKey::Branch,
+            Err(_) => {
+                return Err(format!(
+                    "pipeline `{}`: unknown concurrency key {}",
+                    def.name, def.concurrency_key
+                ));
+            }
+        },
     };
     spec.validate()?;
     Ok(spec)
@@ -91,6 +149,17 @@ fn stage_from_proto(stage: &StageDefinition) -> Result<StageSpec, String> {
         name: stage.name.clone(),
         mode: mode_from_proto(stage.mode).map_err(|e| format!("stage `{}`: {e}", stage.name))?,
         actions: stage.actions.iter().map(action_from_proto).collect(),
+        interruptible: stage.interruptible.unwrap_or(true),
+        on_cancel: match pb::CancelStop::try_from(stage.on_cancel) {
+            Ok(pb::CancelStop::Drain) => CancelStop::Drain,
+            Ok(_) => CancelStop::Abandon,
+            Err(_) => {
+                return Err(format!(
+                    "stage `{}`: unknown on_cancel {}",
+                    stage.name, stage.on_cancel
+                ));
+            }
+        },
     })
 }
 
@@ -103,6 +172,14 @@ fn action_from_proto(action: &ActionDefinition) -> ActionSpec {
         timeout: (action.timeout_ms > 0).then(|| Duration::from_millis(action.timeout_ms)),
         grace: Duration::from_millis(action.grace_ms),
         env: action.env.clone().into_iter().collect(),
+        approval: action.approval.as_ref().map(|a| ApprovalSpec {
+            timeout: if a.timeout_ms == 0 {
+                DEFAULT_APPROVAL_TIMEOUT
+            } else {
+                Duration::from_millis(a.timeout_ms)
+            },
+            follow_latest: a.follow_latest,
+        }),
     }
 }
 
@@ -122,6 +199,7 @@ mod tests {
             timeout: None,
             grace: DEFAULT_GRACE,
             env: BTreeMap::new(),
+            approval: None,
         };
         PipelineSpec {
             name: "web-app".into(),
@@ -130,6 +208,8 @@ mod tests {
                 StageSpec {
                     name: "build".into(),
                     mode: None,
+                    interruptible: true,
+                    on_cancel: CancelStop::Abandon,
                     actions: vec![
                         ActionSpec {
                             timeout: Some(Duration::from_secs(600)),
@@ -148,13 +228,37 @@ mod tests {
                         grace: Duration::ZERO,
                         ..action("ship", 1)
                     }],
+                    interruptible: true,
+                    on_cancel: CancelStop::Abandon,
                 },
                 StageSpec {
                     name: "smoke".into(),
                     mode: Some(Mode::Parallel),
-                    actions: vec![action("probe", 1)],
+                    actions: vec![
+                        action("probe", 1),
+                        ActionSpec {
+                            steps: Vec::new(),
+                            labels: BTreeMap::new(),
+                            approval: Some(ApprovalSpec {
+                                timeout: Duration::from_secs(3600),
+                                follow_latest: true,
+                            }),
+                            ..action("sign-off", 2)
+                        },
+                    ],
+                    interruptible: false,
+                    on_cancel: CancelStop::Drain,
                 },
             ],
+            auto_cancel: AutoCancel {
+                queued: Some(Condition {
+                    expr: "true".into(),
+                }),
+                running: Some(Condition {
+                    expr: "branch != 'master'".into(),
+                }),
+            },
+            concurrency_key: ConcurrencyKey::Pipeline,
         }
     }
 
@@ -205,5 +309,14 @@ mod tests {
         let mut def = to_proto(&sample());
         def.stages.clear();
         assert!(from_proto(&def).is_err());
+
+        let mut def = to_proto(&sample());
+        if let Some(ac) = def.auto_cancel.as_mut() {
+            ac.queued = Some(pb::AutoCancelRule {
+                when: "brnch == 'x'".into(),
+            });
+        }
+        let err = from_proto(&def).expect_err("unknown variable");
+        assert!(err.contains("auto_cancel.queued"), "{err}");
     }
 }

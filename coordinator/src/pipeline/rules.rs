@@ -9,7 +9,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::model::{ActionSpec, Mode, PipelineSpec, StageSpec};
+use super::condition;
+use super::model::{ActionSpec, CancelStop, ConcurrencyKey, Mode, PipelineSpec, StageSpec};
 
 /// Longest pipeline, stage or action name (CodePipeline's limit).
 pub const MAX_NAME_LEN: usize = 100;
@@ -57,6 +58,56 @@ impl FromStr for Mode {
                     "unknown mode `{other}`; expected one of superseded, queued, parallel{hint}"
                 ))
             }
+        }
+    }
+}
+
+impl ConcurrencyKey {
+    /// The key as written in a pipeline file: `branch` or `pipeline`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConcurrencyKey::Branch => "branch",
+            ConcurrencyKey::Pipeline => "pipeline",
+        }
+    }
+}
+
+impl FromStr for ConcurrencyKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "branch" => Ok(ConcurrencyKey::Branch),
+            "pipeline" => Ok(ConcurrencyKey::Pipeline),
+            other => Err(format!(
+                "unknown concurrency_key `{other}`; expected `branch` (executions of the same \
+                 branch compete) or `pipeline` (every execution of the pipeline competes)"
+            )),
+        }
+    }
+}
+
+impl CancelStop {
+    /// The stop as written in a pipeline file: `abandon` or `drain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelStop::Abandon => "abandon",
+            CancelStop::Drain => "drain",
+        }
+    }
+}
+
+impl FromStr for CancelStop {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "abandon" => Ok(CancelStop::Abandon),
+            "drain" => Ok(CancelStop::Drain),
+            other => Err(format!(
+                "unknown on_cancel `{other}`; expected `abandon` (terminate running jobs) or \
+                 `drain` (let the running step finish, skip the rest)"
+            )),
         }
     }
 }
@@ -178,6 +229,14 @@ impl ActionSpec {
         let ctx = |e: String| format!("action `{}`: {e}", self.name);
         check_name("action", &self.name)?;
         check_run_order(self.run_order).map_err(ctx)?;
+        if let Some(approval) = &self.approval {
+            if !self.steps.is_empty() {
+                return Err(ctx(
+                    "has both steps and an approval; an action is one or the other".into(),
+                ));
+            }
+            return check_timeout(approval.timeout).map_err(ctx);
+        }
         if self.steps.is_empty() {
             return Err(ctx(
                 "has no steps; add `run:` with at least one shell command".into(),
@@ -237,6 +296,15 @@ impl PipelineSpec {
                 "pipeline `{}` has no stages; add at least one",
                 self.name
             ));
+        }
+        for (rule, cond) in [
+            ("queued", &self.auto_cancel.queued),
+            ("running", &self.auto_cancel.running),
+        ] {
+            if let Some(cond) = cond {
+                condition::check(&cond.expr)
+                    .map_err(|e| format!("auto_cancel.{rule}: {}", e.message))?;
+            }
         }
         let mut seen = HashSet::new();
         for stage in &self.stages {

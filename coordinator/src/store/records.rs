@@ -110,6 +110,12 @@ pub struct Revision {
     pub message: String,
     /// What started it.
     pub trigger: String,
+    /// The tag built, if any.
+    #[serde(default)]
+    pub tag: String,
+    /// The pull request, if any.
+    #[serde(default)]
+    pub pull_request: String,
 }
 
 /// One execution's progress through one stage.
@@ -156,6 +162,39 @@ pub struct ExecutionRecord {
     pub created_at_ms: i64,
     /// Last change (Unix ms).
     pub updated_at_ms: i64,
+    /// Set when auto-cancel ends this execution: why (naming the newer execution), and
+    /// whether it waits for the end of an `interruptible: false` stage first.
+    #[serde(default)]
+    pub cancel: Option<PendingCancel>,
+}
+
+/// Auto-cancel's verdict on an execution that is still inside a stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCancel {
+    /// Why, naming the newer execution (#N and id).
+    pub reason: String,
+    /// True while the execution finishes an `interruptible: false` stage: it is cancelled
+    /// at the next stage boundary instead of being stopped now.
+    pub at_boundary: bool,
+}
+
+/// Where an approval action stands (kept on its job record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// When it became pending (Unix ms).
+    pub pending_since_ms: i64,
+    /// When it fails if nobody decides (Unix ms).
+    pub times_out_at_ms: i64,
+    /// Moves to the newest waiting execution (see `follow_latest`).
+    pub follow_latest: bool,
+    /// Approved (true) or rejected (false); none while pending or when it timed out.
+    pub approved: Option<bool>,
+    /// Who decided.
+    pub by: String,
+    /// What they said.
+    pub comment: String,
+    /// When (Unix ms); 0 while pending.
+    pub decided_at_ms: i64,
 }
 
 /// The stored state of one stage (its lock, who waits, its fence counter).
@@ -212,4 +251,8 @@ pub struct JobRecord {
     pub fence_token: u64,
     /// What happened, in words.
     pub message: String,
+    /// Set for an approval action: such a job never goes to a worker; it stays Queued while
+    /// pending, Succeeded when approved, Failed when rejected or timed out.
+    #[serde(default)]
+    pub approval: Option<ApprovalRecord>,
 }
