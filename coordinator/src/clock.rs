@@ -23,3 +23,32 @@ impl Clock for SystemClock {
 
 /// A shared clock handle.
 pub type SharedClock = Arc<dyn Clock>;
+
+/// A clock that moves only when told to: tests drive timeouts (approvals, leases) in
+/// milliseconds with it.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    now_ms: std::sync::atomic::AtomicI64,
+}
+
+impl ManualClock {
+    /// A clock showing `now_ms`.
+    pub fn new(now_ms: i64) -> Arc<Self> {
+        Arc::new(Self {
+            now_ms: std::sync::atomic::AtomicI64::new(now_ms),
+        })
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: std::time::Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.now_ms
+            .fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.now_ms.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -16,6 +16,8 @@ pub struct CoordinatorConfig {
     pub offer_timeout: Duration,
     /// Largest gRPC message accepted, in bytes. Default: 4 MiB.
     pub max_message_bytes: usize,
+    /// How often timers (approval timeouts) are checked against the clock. Default: 1 s.
+    pub timer_tick: Duration,
 }
 
 impl CoordinatorConfig {
@@ -27,6 +29,7 @@ impl CoordinatorConfig {
             lease: Duration::from_secs(15),
             offer_timeout: Duration::from_secs(5),
             max_message_bytes: 4 * 1024 * 1024,
+            timer_tick: Duration::from_secs(1),
         }
     }
 }

@@ -132,6 +132,7 @@ pub async fn run_with_clock(
         dispatcher: dispatcher.clone(),
         events: Arc::new(EventHub::default()),
         clock,
+        timer_tick: config.timer_tick,
     };
     let registry = Arc::new(Registry::new(shared, actors.arbiter.clone()));
     let loaded = registry

@@ -28,6 +28,7 @@ pub struct TestCluster {
     _data: tempfile::TempDir,
     coordinator: Option<(CancellationToken, JoinHandle<()>)>,
     workers: Vec<(baton_worker::Shutdown, JoinHandle<()>)>,
+    clock: Option<baton_coordinator::clock::SharedClock>,
 }
 
 /// A fast coordinator configuration for tests.
@@ -36,12 +37,28 @@ pub fn test_config(data_dir: &Path) -> baton_coordinator::CoordinatorConfig {
     config.heartbeat_interval = Duration::from_millis(200);
     config.lease = Duration::from_secs(3);
     config.offer_timeout = Duration::from_secs(2);
+    config.timer_tick = Duration::from_millis(20);
     config
 }
 
 impl TestCluster {
     /// Starts a coordinator and `workers` workers with one slot each and label `os=linux`.
     pub async fn start(workers: usize) -> TestCluster {
+        Self::start_with(workers, None).await
+    }
+
+    /// [`Self::start`] with the coordinator on an injected clock (timeouts driven by the test).
+    pub async fn start_with_clock(
+        workers: usize,
+        clock: baton_coordinator::clock::SharedClock,
+    ) -> TestCluster {
+        Self::start_with(workers, Some(clock)).await
+    }
+
+    async fn start_with(
+        workers: usize,
+        clock: Option<baton_coordinator::clock::SharedClock>,
+    ) -> TestCluster {
         let data = tempfile::tempdir().expect("temp dir");
         let mut cluster = TestCluster {
             addr: String::new(),
@@ -50,6 +67,7 @@ impl TestCluster {
             _data: data,
             coordinator: None,
             workers: Vec::new(),
+            clock,
         };
         cluster.start_coordinator(None).await;
         for i in 0..workers {
@@ -66,8 +84,13 @@ impl TestCluster {
         let shutdown = CancellationToken::new();
         let config = test_config(&self.data_dir);
         let token = shutdown.clone();
+        let clock = self
+            .clock
+            .clone()
+            .unwrap_or_else(|| std::sync::Arc::new(baton_coordinator::clock::SystemClock));
         let handle = tokio::spawn(async move {
-            if let Err(e) = baton_coordinator::run(config, listener, token).await {
+            if let Err(e) = baton_coordinator::run_with_clock(config, listener, token, clock).await
+            {
                 panic!("coordinator failed: {e}");
             }
         });

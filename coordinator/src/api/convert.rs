@@ -197,7 +197,12 @@ pub fn pipeline_state(view: &StateView) -> pb::PipelineState {
                         .map(|(i, w)| {
                             let e = view.executions.get(&w.execution_id);
                             let reason = match (i, holder) {
-                                (0, Some(h)) => format!("lock held by {}", label(&h.execution_id)),
+                                (0, Some(h)) => match view.approvals.get(&h.execution_id) {
+                                    Some(note) => {
+                                        format!("lock held by {} ({note})", label(&h.execution_id))
+                                    }
+                                    None => format!("lock held by {}", label(&h.execution_id)),
+                                },
                                 (0, None) => "stage is free; entering".to_string(),
                                 _ => format!(
                                     "queued behind {}",

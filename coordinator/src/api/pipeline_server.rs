@@ -13,6 +13,8 @@ use super::convert;
 use crate::dispatcher::ListWorkers;
 use crate::error::CoordError;
 use crate::execution::actor::{GetState, Start, Stop, StopMode};
+use crate::execution::approval::Decide;
+use crate::execution::retry::Retry;
 use crate::logs::LogHub;
 use crate::registry::Registry;
 use crate::store::records::{ExecutionRecord, JobRecord};
@@ -302,15 +304,63 @@ impl PipelineService for PipelineApi {
 
     async fn put_approval_result(
         &self,
-        _: Request<pb::PutApprovalResultRequest>,
+        req: Request<pb::PutApprovalResultRequest>,
     ) -> Result<Response<pb::PutApprovalResultResponse>, Status> {
-        Err(Status::unimplemented("approvals are not served yet"))
+        let req = req.into_inner();
+        let approve = match pb::ApprovalDecision::try_from(req.decision) {
+            Ok(pb::ApprovalDecision::Approve) => true,
+            Ok(pb::ApprovalDecision::Reject) => false,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "decision must be APPROVE or REJECT",
+                ));
+            }
+        };
+        let exec = self.execution(&req.execution_id)?;
+        let actor = self.registry.actor(&exec.pipeline)?;
+        let decided = actor
+            .send(Decide {
+                execution_id: req.execution_id,
+                stage: req.stage,
+                action: req.action,
+                approve,
+                by: req.by,
+                comment: req.comment,
+            })
+            .await
+            .map_err(CoordError::from)??;
+        Ok(Response::new(pb::PutApprovalResultResponse {
+            execution: Some(self.execution_proto(&decided)),
+        }))
     }
 
     async fn retry_stage_execution(
         &self,
-        _: Request<pb::RetryStageExecutionRequest>,
+        req: Request<pb::RetryStageExecutionRequest>,
     ) -> Result<Response<pb::RetryStageExecutionResponse>, Status> {
-        Err(Status::unimplemented("retry is not served yet"))
+        let req = req.into_inner();
+        let all_actions = match pb::RetryMode::try_from(req.mode) {
+            Ok(pb::RetryMode::AllActions) => true,
+            Ok(_) => false,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown retry mode {}",
+                    req.mode
+                )));
+            }
+        };
+        let exec = self.execution(&req.execution_id)?;
+        let actor = self.registry.actor(&exec.pipeline)?;
+        let retried = actor
+            .send(Retry {
+                execution_id: req.execution_id,
+                stage: req.stage,
+                all_actions,
+            })
+            .await
+            .map_err(CoordError::from)??;
+        Ok(Response::new(pb::RetryStageExecutionResponse {
+            execution: Some(self.execution_proto(&retried)),
+        }))
     }
 }

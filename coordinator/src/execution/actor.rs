@@ -19,6 +19,7 @@ use crate::error::CoordError;
 use crate::events::EventHub;
 use crate::pipeline::{PipelineSpec, parse_pipeline_file};
 use crate::stage::actor::{self as stage, Decision, StageActor};
+use crate::stage::reentry;
 use crate::stage::rules::StageLock;
 use crate::store::records::{
     ExecutionRecord, JobRecord, JobStatus, PipelineRecord, Revision, StageRecord,
@@ -36,6 +37,8 @@ pub struct Shared {
     pub events: Arc<EventHub>,
     /// Time.
     pub clock: SharedClock,
+    /// How often timers (approval timeouts) are checked against `clock`. Default: 1 s.
+    pub timer_tick: std::time::Duration,
 }
 
 /// One pipeline's executions.
@@ -133,7 +136,7 @@ impl PipelineActor {
             .unwrap_or_else(|| self.spec.clone())
     }
 
-    fn stage_addr(&mut self, name: &str) -> Addr<StageActor> {
+    pub(super) fn stage_addr(&mut self, name: &str) -> Addr<StageActor> {
         if let Some(addr) = self.stages.get(name) {
             return addr.clone();
         }
@@ -174,10 +177,30 @@ impl PipelineActor {
             Work::Withdraw { execution_id, .. } => Box::pin(addr.send(stage::Withdraw {
                 execution_id: execution_id.clone(),
             })),
+            Work::Reenter {
+                execution_id,
+                fence_token,
+                ..
+            } => Box::pin(addr.send(reentry::Reenter {
+                execution_id: execution_id.clone(),
+                fence_token: *fence_token,
+                now_ms: now,
+            })),
+            Work::HandOver { execution_id, .. } => Box::pin(addr.send(reentry::HandOver {
+                holder: execution_id.clone(),
+                now_ms: now,
+            })),
         };
         ctx.wait(ask.into_actor(self).map(move |answer, act, ctx| {
             match answer {
-                Ok(decision) => act.apply_decision(work.stage(), decision, &mut txn),
+                Ok(decision) => {
+                    let refused =
+                        matches!(work, Work::Reenter { .. }) && decision.effects.is_empty();
+                    act.apply_decision(work.stage(), decision, &mut txn);
+                    if refused {
+                        act.retry_refused(&work, &mut txn);
+                    }
+                }
                 Err(e) => tracing::error!(pipeline = %act.name, error = %e, "stage actor is gone"),
             }
             act.run(txn, ctx);
@@ -259,7 +282,8 @@ impl PipelineActor {
         let Some(job) = self.jobs.get(job_id) else {
             return;
         };
-        if job.status != JobStatus::Queued {
+        // Approvals wait for a person, never for a worker.
+        if job.status != JobStatus::Queued || job.approval.is_some() {
             return;
         }
         if let Some(route) = &self.me {
@@ -277,17 +301,23 @@ impl Actor for PipelineActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(256);
+        // Approval timeouts are measured with the injected clock, looked at on every tick.
+        ctx.run_interval(self.shared.timer_tick, |_, ctx| {
+            ctx.notify(super::approval::CheckApprovals);
+        });
         let me = ctx.address().recipient::<JobEvent>();
         self.me = Some(me.clone());
         // Resume what was under way when the coordinator stopped.
         for job in self.jobs.values() {
             match job.status {
                 JobStatus::Queued => self.enqueue(&job.id),
-                JobStatus::Running => self.shared.dispatcher.do_send(Adopt {
-                    job_id: job.id.clone(),
-                    worker: job.worker.clone(),
-                    route: me.clone(),
-                }),
+                JobStatus::Running if job.approval.is_none() => {
+                    self.shared.dispatcher.do_send(Adopt {
+                        job_id: job.id.clone(),
+                        worker: job.worker.clone(),
+                        route: me.clone(),
+                    })
+                }
                 _ => {}
             }
         }
@@ -355,6 +385,9 @@ pub struct StateView {
     pub stages: Vec<StageView>,
     /// Every execution the stages name, by id.
     pub executions: HashMap<String, ExecutionRecord>,
+    /// For lock holders with a pending approval: "approval `x` pending since …, times out
+    /// at …", by execution id.
+    pub approvals: HashMap<String, String>,
 }
 
 /// Asks for the pipeline's state.
@@ -362,7 +395,7 @@ pub struct StateView {
 #[rtype(result = "StateView")]
 pub struct GetState;
 
-fn reply_once<T: 'static>(
+pub(super) fn reply_once<T: 'static>(
     txn: &mut Txn,
     tx: tokio::sync::oneshot::Sender<Result<T, CoordError>>,
     value: impl FnOnce(&PipelineActor) -> Result<T, CoordError> + 'static,
@@ -372,7 +405,7 @@ fn reply_once<T: 'static>(
     }));
 }
 
-async fn answer<T>(
+pub(super) async fn answer<T>(
     rx: tokio::sync::oneshot::Receiver<Result<T, CoordError>>,
 ) -> Result<T, CoordError> {
     rx.await.map_err(|_| CoordError::Unavailable)?
@@ -471,11 +504,28 @@ impl Handler<GetState> for PipelineActor {
                 }
             }
         }
+        let approvals = self
+            .jobs
+            .values()
+            .filter(|j| j.status == JobStatus::Queued)
+            .filter_map(|j| {
+                let a = j.approval.as_ref()?;
+                Some((
+                    j.execution_id.clone(),
+                    format!(
+                        "approval `{}` {}",
+                        j.action,
+                        super::approval::pending_words(a).trim_start_matches("approval ")
+                    ),
+                ))
+            })
+            .collect();
         MessageResult(StateView {
             pipeline: self.name.clone(),
             version: self.version,
             stages,
             executions,
+            approvals,
         })
     }
 }

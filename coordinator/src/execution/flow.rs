@@ -208,6 +208,7 @@ impl PipelineActor {
                         format!("waits in front of {stage}: lock held by {holder}"),
                         txn,
                     );
+                    self.follow_latest(stage, txn);
                 }
                 Effect::Supersede { execution_id, by } => {
                     let reason = format!(
@@ -256,11 +257,28 @@ impl PipelineActor {
             format!("entered {stage} with fence token {fence_token}"),
             txn,
         );
-        self.start_order(exec_id, index, first, txn);
+        if txn.retry_failed_only.remove(exec_id) {
+            self.start_unfinished(exec_id, index, txn);
+        } else {
+            self.start_order(exec_id, index, first, txn);
+        }
     }
 
     /// Creates the jobs of one run order of the execution's current stage.
     pub(super) fn start_order(&mut self, exec_id: &str, index: usize, order: u32, txn: &mut Txn) {
+        self.start_actions(exec_id, index, order, None, txn);
+    }
+
+    /// Creates jobs for the actions of run order `order` (only those named in `only`, when
+    /// given). An action that ran before gets its next attempt number.
+    pub(super) fn start_actions(
+        &mut self,
+        exec_id: &str,
+        index: usize,
+        order: u32,
+        only: Option<&[String]>,
+        txn: &mut Txn,
+    ) {
         let Some(exec) = self.executions.get(exec_id) else {
             return;
         };
@@ -269,9 +287,21 @@ impl PipelineActor {
             return;
         };
         let fence = exec.stages[index].fence_token;
+        let now = self.now();
         let mut created = Vec::new();
-        for action in stage.actions.iter().filter(|a| a.run_order == order) {
+        for action in stage
+            .actions
+            .iter()
+            .filter(|a| a.run_order == order)
+            .filter(|a| only.is_none_or(|names| names.contains(&a.name)))
+        {
             let id = uuid::Uuid::now_v7().to_string();
+            let attempt = 1 + exec.stages[index]
+                .jobs
+                .iter()
+                .filter_map(|j| self.jobs.get(j))
+                .filter(|j| j.action == action.name)
+                .count() as u32;
             let mut env: BTreeMap<String, String> = action.env.clone();
             for (k, v) in [
                 ("BATON_PIPELINE", self.name.clone()),
@@ -285,7 +315,7 @@ impl PipelineActor {
                 ("BATON_COMMIT_MESSAGE", exec.revision.message.clone()),
                 ("BATON_FENCE_TOKEN", fence.to_string()),
                 ("BATON_JOB_ID", id.clone()),
-                ("BATON_ATTEMPT", "1".to_string()),
+                ("BATON_ATTEMPT", attempt.to_string()),
             ] {
                 env.insert(k.to_string(), v);
             }
@@ -296,7 +326,7 @@ impl PipelineActor {
                 stage: stage.name.clone(),
                 action: action.name.clone(),
                 run_order: order,
-                attempt: 1,
+                attempt,
                 status: JobStatus::Queued,
                 worker: String::new(),
                 exit_code: 0,
@@ -310,19 +340,28 @@ impl PipelineActor {
                 grace_ms: action.grace.as_millis() as u64,
                 fence_token: fence,
                 message: String::new(),
-                approval: None,
+                approval: action.approval.map(|a| super::approval::pending(a, now)),
             });
         }
         let stage_name = stage.name.clone();
-        for job in created {
+        for mut job in created {
             txn.jobs.insert(job.id.clone());
-            txn.enqueue.push(job.id.clone());
+            let message = match &job.approval {
+                Some(a) => {
+                    job.message = super::approval::pending_words(a);
+                    format!("{}: {}", job.action, job.message)
+                }
+                None => {
+                    txn.enqueue.push(job.id.clone());
+                    format!("{} queued", job.action)
+                }
+            };
             let event = self.event(
                 exec_id,
                 &stage_name,
                 &job.id,
                 Change::Job(JobStatus::Queued),
-                format!("{} queued", job.action),
+                message,
             );
             txn.events.push(event);
             if let Some(exec) = self.executions.get_mut(exec_id) {
@@ -332,6 +371,7 @@ impl PipelineActor {
             self.jobs.insert(job.id.clone(), job);
         }
         txn.executions.insert(exec_id.to_string());
+        self.follow_latest(&stage_name, txn);
     }
 
     /// A worker's report about a job. Reports from stale fence tokens are dropped.

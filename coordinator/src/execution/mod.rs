@@ -2,9 +2,11 @@
 //! through its stages, asking each stage actor for the lock decisions.
 
 pub mod actor;
+pub mod approval;
 pub mod auto_cancel;
 mod cancel;
 mod flow;
+pub mod retry;
 pub use flow::short;
 pub mod progress;
 mod txn;

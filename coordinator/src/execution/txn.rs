@@ -34,6 +34,22 @@ pub enum Work {
         /// Stage name.
         stage: String,
     },
+    /// The retried execution re-takes `stage`, which it left with `fence_token`.
+    Reenter {
+        /// The execution.
+        execution_id: String,
+        /// Stage name.
+        stage: String,
+        /// The fence token it held there.
+        fence_token: u64,
+    },
+    /// The holder's pending `follow_latest` approval moves to the newest waiter of `stage`.
+    HandOver {
+        /// The holder.
+        execution_id: String,
+        /// Stage name.
+        stage: String,
+    },
 }
 
 impl Work {
@@ -42,7 +58,9 @@ impl Work {
         match self {
             Work::Arrive { stage, .. }
             | Work::Leave { stage, .. }
-            | Work::Withdraw { stage, .. } => stage,
+            | Work::Withdraw { stage, .. }
+            | Work::Reenter { stage, .. }
+            | Work::HandOver { stage, .. } => stage,
         }
     }
 }
@@ -71,4 +89,6 @@ pub struct Txn {
     pub work: VecDeque<Work>,
     /// Answers to send after the commit.
     pub replies: Vec<Reply>,
+    /// Retried executions that run again only the actions that did not succeed, by id.
+    pub retry_failed_only: BTreeSet<String>,
 }

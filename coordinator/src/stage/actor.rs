@@ -115,3 +115,11 @@ impl StageActor {
         }
     }
 }
+
+impl StageActor {
+    /// The stage's mode and lock, for the decisions kept outside [`rules`] (see
+    /// [`super::reentry`]).
+    pub(super) fn parts(&mut self) -> (Mode, &mut StageLock) {
+        (self.mode, &mut self.lock)
+    }
+}

@@ -4,4 +4,5 @@
 //! answers the pipeline actor's questions with those decisions.
 
 pub mod actor;
+pub mod reentry;
 pub mod rules;
