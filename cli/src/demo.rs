@@ -163,6 +163,7 @@ async fn push(api: &mut Api, n: usize) -> Result<String, CliError> {
         commit: format!("c0ffee{n}"),
         message: format!("demo push {n}"),
         trigger: "demo".into(),
+        ..Default::default()
     };
     api.client
         .start_pipeline_execution(StartPipelineExecutionRequest {

@@ -58,6 +58,12 @@ enum Command {
         /// Commit message.
         #[arg(long, default_value = "")]
         message: String,
+        /// Tag built, if any (auto-cancel conditions see it as `tag`).
+        #[arg(long, default_value = "")]
+        tag: String,
+        /// Pull request, if any (auto-cancel conditions see it as `pull_request`).
+        #[arg(long, default_value = "")]
+        pull_request: String,
     },
     /// Stop an execution: by default running jobs finish their current step (wait).
     Stop {
@@ -101,6 +107,20 @@ enum Command {
     },
     /// List connected and recently seen workers.
     Workers,
+    /// Approve a pending approval action.
+    Approve(commands::policy::DecideArgs),
+    /// Reject a pending approval action (the stage and execution fail).
+    Reject(commands::policy::DecideArgs),
+    /// Resume a failed or stopped execution in the stage it left.
+    Retry {
+        /// Execution id.
+        execution: String,
+        /// The stage it failed or was stopped in.
+        stage: String,
+        /// Run every action of the stage again (default: only those that did not succeed).
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,7 +193,19 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             branch,
             commit,
             message,
-        } => commands::execution::start(&ctx, &pipeline, &branch, &commit, &message).await,
+            tag,
+            pull_request,
+        } => {
+            let revision = baton_proto::v1::SourceRevision {
+                branch,
+                commit,
+                message,
+                trigger: "cli".into(),
+                tag,
+                pull_request,
+            };
+            commands::execution::start(&ctx, &pipeline, revision).await
+        }
         Command::Stop {
             execution,
             abandon,
@@ -186,6 +218,13 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Execution { id } => commands::execution::show(&ctx, &id).await,
         Command::Logs { job, follow } => commands::logs::run(&ctx, &job, follow).await,
         Command::Workers => commands::workers::run(&ctx).await,
+        Command::Approve(args) => commands::policy::decide(&ctx, &args, true).await,
+        Command::Reject(args) => commands::policy::decide(&ctx, &args, false).await,
+        Command::Retry {
+            execution,
+            stage,
+            all,
+        } => commands::policy::retry(&ctx, &execution, &stage, all).await,
     }
 }
 

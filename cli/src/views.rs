@@ -337,6 +337,7 @@ mod tests {
                 commit: "c0ffee2".into(),
                 message: "demo push 2".into(),
                 trigger: "cli".into(),
+                ..Default::default()
             }),
             status: ExecutionStatus::Superseded as i32,
             status_reason: "superseded by #3".into(),
@@ -361,6 +362,7 @@ mod tests {
                         steps_done: 1,
                         step_count: 1,
                         message: String::new(),
+                        approval: None,
                     }],
                 },
                 pb::StageExecution {

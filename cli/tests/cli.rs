@@ -126,3 +126,78 @@ fn demo_supersedes_the_burst_and_reports_savings() {
     assert!(text.contains("Worker time saved by superseding"), "{text}");
     assert!(!text.contains("\x1b["), "no terminal codes when piped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_and_approve_through_the_cli() {
+    let cluster = TestCluster::start(1).await;
+    let addr = cluster.addr.clone();
+    let fixed = cluster.scratch.path().join("fixed");
+    cluster
+        .apply(&format!(
+            "name: gate\nstages:\n  - name: build\n    actions:\n      - name: check\n        run: [\"test -f {}\"]\n  - name: prod\n    actions:\n      - name: sign-off\n        approval: {{ timeout: 1h }}\n",
+            fixed.display()
+        ))
+        .await;
+    let out = baton(
+        &addr,
+        &[
+            "start", "gate", "--branch", "main", "--commit", "c1", "--tag", "v1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    let failed = cluster
+        .wait_status("gate", &id, pb::ExecutionStatus::Failed)
+        .await;
+    assert_eq!(failed.revision.map(|r| r.tag), Some("v1".to_string()));
+
+    let out = baton(&addr, &["retry", &id, "prod"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("ended in stage `build`, not `prod`"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(&fixed, b"").expect("fix");
+    let out = baton(&addr, &["retry", &id, "build"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("retried in build"),
+        "{}",
+        stdout(&out)
+    );
+
+    cluster
+        .wait_until("gate", &id, "approval pending", |e| {
+            baton_tests::stage_is(e, "prod", pb::StageStatus::InProgress)
+        })
+        .await;
+    let out = baton(
+        &addr,
+        &[
+            "approve",
+            &id,
+            "prod",
+            "sign-off",
+            "--comment",
+            "ok",
+            "--by",
+            "carol",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("approved sign-off in prod"),
+        "{}",
+        stdout(&out)
+    );
+    let done = cluster
+        .wait_status("gate", &id, pb::ExecutionStatus::Succeeded)
+        .await;
+    let approval = done.stages[1].jobs[0].approval.clone().expect("approval");
+    assert_eq!(
+        (approval.by.as_str(), approval.comment.as_str()),
+        ("carol", "ok")
+    );
+    cluster.shutdown().await;
+}

@@ -13,22 +13,10 @@ use crate::output::{
 };
 use crate::views::ExecutionView;
 
-/// `start PIPELINE --branch B --commit C [--message M]`: prints the new execution's id.
-pub async fn start(
-    ctx: &Ctx,
-    pipeline: &str,
-    branch: &str,
-    commit: &str,
-    message: &str,
-) -> Result<(), CliError> {
+/// `start PIPELINE --branch B --commit C [--message M] [--tag T] [--pull-request P]`: prints
+/// the new execution's id.
+pub async fn start(ctx: &Ctx, pipeline: &str, revision: SourceRevision) -> Result<(), CliError> {
     let mut api = ctx.connect().await?;
-    let revision = SourceRevision {
-        branch: branch.to_string(),
-        commit: commit.to_string(),
-        message: message.to_string(),
-        trigger: "cli".into(),
-        ..Default::default()
-    };
     let id = api
         .client
         .start_pipeline_execution(StartPipelineExecutionRequest {

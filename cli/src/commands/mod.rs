@@ -4,6 +4,7 @@
 pub mod execution;
 pub mod logs;
 pub mod pipeline;
+pub mod policy;
 pub mod state;
 pub mod workers;
 
