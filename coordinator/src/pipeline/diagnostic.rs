@@ -161,6 +161,9 @@ fn reword(raw: &str, text: &str, pos: Pos) -> String {
     if raw.contains("string scalar") {
         return wrong_type("expected a single value, not a list or a mapping");
     }
+    if raw.starts_with("invalid boolean") {
+        return wrong_type("expected true or false");
+    }
     if raw.starts_with("invalid u") || raw.starts_with("invalid i") {
         return wrong_type("expected a whole number");
     }
@@ -203,6 +206,13 @@ fn expected_form(key: &str) -> Option<&'static str> {
         "labels" => "a mapping of worker labels such as `{ os: linux }`",
         "env" => "a mapping of environment variables such as `{ RUST_LOG: info }`",
         "timeout" | "grace" => "a duration such as 30s, 5m, 1h30m",
+        "interruptible" | "follow_latest" => "true or false",
+        "on_cancel" => "abandon or drain",
+        "concurrency_key" => "branch or pipeline",
+        "auto_cancel" => "a mapping with `queued:` and/or `running:`",
+        "queued" | "running" => "a mapping such as `{ when: \"branch != 'main'\" }`",
+        "when" => "a CEL condition in quotes, such as \"branch != 'main'\"",
+        "approval" => "a mapping such as `{ timeout: 2d, follow_latest: true }`",
         _ => return None,
     })
 }

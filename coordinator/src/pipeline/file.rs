@@ -912,7 +912,12 @@ stages:
             16,
             "unknown on_cancel `kill`",
         );
-        assert_error(&stage("    interruptible: maybe\n"), 4, 20, "interruptible");
+        assert_error(
+            &stage("    interruptible: maybe\n"),
+            4,
+            20,
+            "`interruptible` should be true or false",
+        );
         let action = |body: &str| {
             format!("name: a\nstages:\n  - name: s\n    actions:\n      - name: x\n{body}")
         };
