@@ -21,7 +21,8 @@ use crate::pipeline::{PipelineSpec, parse_pipeline_file};
 use crate::stage::actor::{self as stage, Decision, StageActor};
 use crate::stage::rules::StageLock;
 use crate::store::records::{
-    ExecutionRecord, JobRecord, JobStatus, PipelineRecord, Revision, StageRecord,
+    ExecutionRecord, JobRecord, JobStatus, PipelineRecord, RequestTokenRecord, Revision,
+    StageRecord,
 };
 use crate::store::{Op, Store, StoreError, Tree, key_num, key2, prefix};
 
@@ -184,7 +185,7 @@ impl PipelineActor {
         }));
     }
 
-    fn commit(&mut self, txn: Txn, ctx: &mut Context<Self>) {
+    fn commit(&mut self, mut txn: Txn, ctx: &mut Context<Self>) {
         let mut ops = Vec::new();
         for id in &txn.executions {
             if let Some(exec) = self.executions.get(id) {
@@ -209,6 +210,7 @@ impl PipelineActor {
             };
             ops.push(Op::put_json(Tree::Stages, key2(&self.name, stage), &record));
         }
+        ops.append(&mut txn.writes);
         let store = self.shared.store.clone();
         ctx.wait(
             async move { store.write(ops).await }
@@ -294,12 +296,26 @@ impl Actor for PipelineActor {
     }
 }
 
-/// Starts an execution; answers its id once it is durable.
+/// How long a client request token keeps answering with the execution it started: 24 h.
+pub const REQUEST_TOKEN_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Starts an execution; answers once it is durable.
 #[derive(Message)]
-#[rtype(result = "Result<String, CoordError>")]
+#[rtype(result = "Result<Started, CoordError>")]
 pub struct Start {
     /// The source revision.
     pub revision: Revision,
+    /// Idempotency key; empty = none.
+    pub client_request_token: String,
+}
+
+/// The answer to [`Start`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// The execution.
+    pub execution_id: String,
+    /// True when the token matched an earlier call and nothing new started.
+    pub deduplicated: bool,
 }
 
 /// How to stop an execution.
@@ -378,13 +394,60 @@ async fn answer<T>(
     rx.await.map_err(|_| CoordError::Unavailable)?
 }
 
+impl PipelineActor {
+    /// The execution an earlier call with this token started, while the token is retained.
+    fn earlier_start(&self, token: &str) -> Result<Option<String>, CoordError> {
+        let key = key2(&self.name, token);
+        let earlier = self
+            .shared
+            .store
+            .get_json::<RequestTokenRecord>(Tree::RequestTokens, &key)?;
+        Ok(earlier
+            .filter(|r| self.now() - r.at_ms < REQUEST_TOKEN_RETENTION_MS)
+            .map(|r| r.execution_id))
+    }
+}
+
 impl Handler<Start> for PipelineActor {
-    type Result = ResponseFuture<Result<String, CoordError>>;
+    type Result = ResponseFuture<Result<Started, CoordError>>;
     fn handle(&mut self, msg: Start, ctx: &mut Context<Self>) -> Self::Result {
+        let token = msg.client_request_token;
+        if !token.is_empty() {
+            // Messages are handled one at a time to the end, so a retry racing the first
+            // call finds the token once the first call has committed.
+            match self.earlier_start(&token) {
+                Ok(Some(execution_id)) => {
+                    return Box::pin(async move {
+                        Ok(Started {
+                            execution_id,
+                            deduplicated: true,
+                        })
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => return Box::pin(async move { Err(e) }),
+            }
+        }
         let mut txn = Txn::default();
         let id = self.create_execution(msg.revision, &mut txn);
+        if !token.is_empty() {
+            let record = RequestTokenRecord {
+                execution_id: id.clone(),
+                at_ms: self.now(),
+            };
+            txn.writes.push(Op::put_json(
+                Tree::RequestTokens,
+                key2(&self.name, &token),
+                &record,
+            ));
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        reply_once(&mut txn, tx, move |_| Ok(id));
+        reply_once(&mut txn, tx, move |_| {
+            Ok(Started {
+                execution_id: id,
+                deduplicated: false,
+            })
+        });
         self.run(txn, ctx);
         Box::pin(answer(rx))
     }
