@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use super::revision::EndedOrders;
 use super::txn::{Txn, Work};
 use crate::clock::SharedClock;
 use crate::dispatcher::{Adopt, Cancel, Dispatcher, Enqueue, JobEvent, Signal};
@@ -54,6 +55,8 @@ pub struct PipelineActor {
     /// Jobs of those executions.
     pub(super) jobs: HashMap<String, JobRecord>,
     pub(super) next_number: u64,
+    /// Revision orders of ended executions that still outrank older arrivals.
+    pub(super) ended_orders: EndedOrders,
     pub(super) shared: Shared,
     /// This actor's address for job reports (set when started).
     me: Option<Recipient<JobEvent>>,
@@ -73,6 +76,7 @@ impl PipelineActor {
         let mut executions = HashMap::new();
         let mut jobs = HashMap::new();
         let mut next_number = 1;
+        let mut ended_orders = EndedOrders::default();
         for (_, id) in store.scan_prefix(Tree::ExecutionIndex, &prefix(&record.name))? {
             let id = String::from_utf8_lossy(&id).to_string();
             let Some(exec) = store.get_json::<ExecutionRecord>(Tree::Executions, id.as_bytes())?
@@ -81,6 +85,7 @@ impl PipelineActor {
             };
             next_number = next_number.max(exec.number + 1);
             if exec.status.is_final() {
+                ended_orders.record(&exec.revision.branch, &exec);
                 continue;
             }
             if let std::collections::hash_map::Entry::Vacant(slot) =
@@ -118,6 +123,7 @@ impl PipelineActor {
             executions,
             jobs,
             next_number,
+            ended_orders,
             shared,
             me: None,
         })
@@ -156,6 +162,15 @@ impl PipelineActor {
         let Some(work) = txn.work.pop_front() else {
             return self.commit(txn, ctx);
         };
+        if let Work::Arrive {
+            execution_id,
+            stage,
+        } = &work
+            && let Some(reason) = self.too_old_for(execution_id, stage)
+        {
+            self.supersede_on_arrival(execution_id, stage, reason, &mut txn);
+            return self.run(txn, ctx);
+        }
         let addr = self.stage_addr(work.stage());
         let now = self.now();
         let ask: Pin<Box<dyn Future<Output = Result<Decision, MailboxError>>>> = match &work {
@@ -248,6 +263,7 @@ impl PipelineActor {
             .collect();
         for id in ended {
             if let Some(exec) = self.executions.remove(&id) {
+                self.ended_orders.record(&exec.revision.branch, &exec);
                 for run in exec.stages {
                     for job in run.jobs {
                         self.jobs.remove(&job);
