@@ -169,6 +169,7 @@ async fn push(api: &mut Api, n: usize) -> Result<String, CliError> {
         .start_pipeline_execution(StartPipelineExecutionRequest {
             pipeline: PIPELINE.into(),
             revision: Some(revision),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner().execution_id)

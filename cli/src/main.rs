@@ -46,25 +46,7 @@ enum Command {
     #[command(subcommand)]
     Pipeline(PipelineCommand),
     /// Start an execution of a pipeline for a source revision; prints its id.
-    Start {
-        /// Pipeline name.
-        pipeline: String,
-        /// Branch of the revision.
-        #[arg(long)]
-        branch: String,
-        /// Commit of the revision.
-        #[arg(long)]
-        commit: String,
-        /// Commit message.
-        #[arg(long, default_value = "")]
-        message: String,
-        /// Tag built, if any (auto-cancel conditions see it as `tag`).
-        #[arg(long, default_value = "")]
-        tag: String,
-        /// Pull request, if any (auto-cancel conditions see it as `pull_request`).
-        #[arg(long, default_value = "")]
-        pull_request: String,
-    },
+    Start(commands::execution::StartArgs),
     /// Stop an execution: by default running jobs finish their current step (wait).
     Stop {
         /// Execution id.
@@ -188,24 +170,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Pipeline(PipelineCommand::Get { name }) => {
             commands::pipeline::get(&ctx, &name).await
         }
-        Command::Start {
-            pipeline,
-            branch,
-            commit,
-            message,
-            tag,
-            pull_request,
-        } => {
-            let revision = baton_proto::v1::SourceRevision {
-                branch,
-                commit,
-                message,
-                trigger: "cli".into(),
-                tag,
-                pull_request,
-            };
-            commands::execution::start(&ctx, &pipeline, revision).await
-        }
+        Command::Start(args) => commands::execution::start(&ctx, &args).await,
         Command::Stop {
             execution,
             abandon,

@@ -215,6 +215,7 @@ impl TestCluster {
                     trigger: "test".into(),
                     ..Default::default()
                 }),
+                ..Default::default()
             })
             .await
             .expect("start execution")

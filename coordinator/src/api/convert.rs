@@ -74,6 +74,7 @@ pub fn revision(r: &Revision) -> pb::SourceRevision {
         trigger: r.trigger.clone(),
         tag: r.tag.clone(),
         pull_request: r.pull_request.clone(),
+        revision_order: r.order,
     }
 }
 
@@ -91,6 +92,7 @@ pub fn revision_from(r: Option<pb::SourceRevision>) -> Revision {
         },
         tag: r.tag,
         pull_request: r.pull_request,
+        order: r.revision_order,
     }
 }
 

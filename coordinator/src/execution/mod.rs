@@ -9,6 +9,7 @@ mod flow;
 pub mod retry;
 pub use flow::short;
 pub mod progress;
+pub mod revision;
 mod txn;
 
 pub use actor::{PipelineActor, Shared};

@@ -91,4 +91,6 @@ pub struct Txn {
     pub replies: Vec<Reply>,
     /// Retried executions that run again only the actions that did not succeed, by id.
     pub retry_failed_only: BTreeSet<String>,
+    /// Other records to write in the same batch (client request tokens).
+    pub writes: Vec<crate::store::Op>,
 }
