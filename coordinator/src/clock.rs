@@ -39,9 +39,8 @@ impl ManualClock {
         })
     }
 
-    /// Moves the clock forward by `by`.
-    pub fn advance(&self, by: std::time::Duration) {
-        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+    /// Moves the clock forward by `ms`.
+    pub fn advance(&self, ms: i64) {
         self.now_ms
             .fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
     }

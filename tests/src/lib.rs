@@ -14,6 +14,8 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+mod execution_policies;
+
 /// How long any wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -28,6 +30,7 @@ pub struct TestCluster {
     _data: tempfile::TempDir,
     coordinator: Option<(CancellationToken, JoinHandle<()>)>,
     workers: Vec<(baton_worker::Shutdown, JoinHandle<()>)>,
+    /// The coordinator's clock when a test injects one (see [`policies`]).
     clock: Option<baton_coordinator::clock::SharedClock>,
 }
 
@@ -44,18 +47,11 @@ pub fn test_config(data_dir: &Path) -> baton_coordinator::CoordinatorConfig {
 impl TestCluster {
     /// Starts a coordinator and `workers` workers with one slot each and label `os=linux`.
     pub async fn start(workers: usize) -> TestCluster {
-        Self::start_with(workers, None).await
+        Self::start_on(workers, None).await
     }
 
-    /// [`Self::start`] with the coordinator on an injected clock (timeouts driven by the test).
-    pub async fn start_with_clock(
-        workers: usize,
-        clock: baton_coordinator::clock::SharedClock,
-    ) -> TestCluster {
-        Self::start_with(workers, Some(clock)).await
-    }
-
-    async fn start_with(
+    /// [`Self::start`] with the coordinator on `clock` (the system clock when `None`).
+    async fn start_on(
         workers: usize,
         clock: Option<baton_coordinator::clock::SharedClock>,
     ) -> TestCluster {
@@ -82,15 +78,21 @@ impl TestCluster {
         let addr = listener.local_addr().expect("local addr");
         self.addr = format!("http://{addr}");
         let shutdown = CancellationToken::new();
-        let config = test_config(&self.data_dir);
+        let mut config = test_config(&self.data_dir);
+        let clock = self.clock.clone();
+        if clock.is_some() {
+            // A test clock moves in jumps of minutes; worker leases are not what it tests.
+            config.lease = Duration::from_secs(24 * 3600);
+        }
         let token = shutdown.clone();
-        let clock = self
-            .clock
-            .clone()
-            .unwrap_or_else(|| std::sync::Arc::new(baton_coordinator::clock::SystemClock));
         let handle = tokio::spawn(async move {
-            if let Err(e) = baton_coordinator::run_with_clock(config, listener, token, clock).await
-            {
+            let served = match clock {
+                Some(clock) => {
+                    baton_coordinator::run_with_clock(config, listener, token, clock).await
+                }
+                None => baton_coordinator::run(config, listener, token).await,
+            };
+            if let Err(e) = served {
                 panic!("coordinator failed: {e}");
             }
         });
