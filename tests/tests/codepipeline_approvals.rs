@@ -237,3 +237,32 @@ async fn follow_latest_moves_a_pending_approval_to_the_newest_revision() {
     assert!(!cluster.scratch.path().join("shipped-c1").exists());
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_approval_survives_a_coordinator_restart() {
+    let mut cluster = TestCluster::start(1).await;
+    cluster.apply(&pipeline(&cluster, "{ timeout: 1h }")).await;
+    let id = cluster.start_execution("release", "main", "c1").await;
+    cluster
+        .wait_until("release", &id, "approval pending", pending)
+        .await;
+    cluster.restart_coordinator().await;
+    let after = cluster.execution(&id).await;
+    assert!(pending(&after), "{after:#?}");
+    assert_eq!(
+        cluster.state("release").await.stages[1]
+            .lock
+            .as_ref()
+            .map(|l| l.execution_id.clone()),
+        Some(id.clone()),
+        "the stage is still locked"
+    );
+    decide(&cluster, &id, pb::ApprovalDecision::Approve, "dana", "")
+        .await
+        .expect("approve after the restart");
+    cluster
+        .wait_status("release", &id, pb::ExecutionStatus::Succeeded)
+        .await;
+    assert!(cluster.scratch.path().join("shipped-c1").exists());
+    cluster.shutdown().await;
+}

@@ -209,3 +209,51 @@ stages:
     assert!(cluster.scratch.path().join("verified-D").exists());
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_cancel_drain_lets_the_running_step_finish_then_cancels() {
+    let cluster = TestCluster::start(1).await;
+    let gates = cluster.scratch.path().display();
+    cluster
+        .apply(&format!(
+            r#"
+name: drained
+auto_cancel:
+  running: {{}}
+stages:
+  - name: build
+    on_cancel: drain
+    actions:
+      - name: compile
+        run:
+          - echo started; until [ -f {gates}/gate-$BATON_COMMIT ]; do sleep 0.02; done; echo step-one-done
+          - touch {gates}/second-step-$BATON_COMMIT
+"#
+        ))
+        .await;
+    let a = cluster.start_execution("drained", "main", "A").await;
+    let job = cluster.wait_job_running("drained", &a, "build").await;
+    cluster.wait_for_log(&job, "started").await;
+    let d = cluster.start_execution("drained", "main", "D").await;
+    cluster
+        .wait_status("drained", &a, pb::ExecutionStatus::Stopping)
+        .await;
+    cluster.open_gate("A");
+    let cancelled = cluster
+        .wait_status("drained", &a, pb::ExecutionStatus::Cancelled)
+        .await;
+    assert!(cancelled_by(&cancelled, 2, &d), "{cancelled:#?}");
+    let job = job_in(&cancelled, "build").expect("job");
+    assert_eq!(
+        job.status,
+        pb::JobStatus::Stopped as i32,
+        "drained, not abandoned"
+    );
+    assert_eq!(job.steps_done, 1);
+    assert!(!cluster.scratch.path().join("second-step-A").exists());
+    cluster.open_gate("D");
+    cluster
+        .wait_status("drained", &d, pb::ExecutionStatus::Succeeded)
+        .await;
+    cluster.shutdown().await;
+}
