@@ -40,7 +40,7 @@ impl PipelineActor {
                     branch: &e.revision.branch,
                     status: e.status,
                     stage_status: run.status,
-                    interruptible: stage.as_ref().is_none_or(|s| s.interruptible),
+                    interruptible: stage.as_ref().is_none_or(|s| !s.uninterruptible),
                     on_cancel: stage.map(|s| s.on_cancel).unwrap_or_default(),
                 })
             })

@@ -15,11 +15,8 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use super::diagnostic::{Pos, error_at, from_yaml_error};
-use super::model::{
-    ActionSpec, ApprovalSpec, AutoCancel, CancelStop, ConcurrencyKey, Condition,
-    DEFAULT_APPROVAL_TIMEOUT, DEFAULT_GRACE, Mode, PipelineSpec, StageSpec,
-};
-use super::{condition, rules};
+use super::model::{ActionSpec, DEFAULT_GRACE, Mode, PipelineSpec, StageSpec};
+use super::rules;
 
 /// A pipeline file that cannot be used, with where and what.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -66,31 +63,6 @@ struct RawPipeline {
     auto_cancel: Option<Spanned<RawAutoCancel>>,
     #[serde(default)]
     concurrency_key: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAutoCancel {
-    #[serde(default)]
-    queued: Option<Spanned<RawWhen>>,
-    #[serde(default)]
-    running: Option<Spanned<RawWhen>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWhen {
-    #[serde(default)]
-    when: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawApproval {
-    #[serde(default)]
-    timeout: Option<Spanned<String>>,
-    #[serde(default)]
-    follow_latest: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -149,6 +121,10 @@ impl<'de> Deserialize<'de> for Pairs {
         d.deserialize_map(PairsVisitor)
     }
 }
+
+#[path = "file_exec_policy.rs"]
+mod exec_policy;
+use exec_policy::{RawApproval, RawAutoCancel};
 
 fn pos<T>(s: &Spanned<T>) -> Pos {
     Pos::from_location(&s.referenced)
@@ -214,17 +190,8 @@ impl Cx<'_> {
             seen.insert(spec.name.clone(), at);
             out.push(spec);
         }
-        let auto_cancel = match raw.auto_cancel {
-            Some(ac) => AutoCancel {
-                queued: self.condition(ac.value.queued)?,
-                running: self.condition(ac.value.running)?,
-            },
-            None => AutoCancel::default(),
-        };
-        let concurrency_key = match raw.concurrency_key {
-            Some(k) => k.value.parse().map_err(|e: String| self.err(pos(&k), e))?,
-            None => ConcurrencyKey::default(),
-        };
+        let (auto_cancel, concurrency_key) =
+            self.auto_cancel(raw.auto_cancel, raw.concurrency_key)?;
         Ok(PipelineSpec {
             name,
             mode,
@@ -232,42 +199,6 @@ impl Cx<'_> {
             auto_cancel,
             concurrency_key,
         })
-    }
-
-    /// An auto-cancel rule's condition: `true` when `when` is left out.
-    fn condition(
-        &self,
-        rule: Option<Spanned<RawWhen>>,
-    ) -> Result<Option<Condition>, PipelineFileError> {
-        let Some(rule) = rule else {
-            return Ok(None);
-        };
-        let Some(when) = rule.value.when else {
-            return Ok(Some(Condition {
-                expr: "true".into(),
-            }));
-        };
-        condition::check(&when.value).map_err(|e| {
-            let at = pos(&when);
-            // Point inside the expression; a quoted scalar starts one column later.
-            let quoted = self
-                .text
-                .lines()
-                .nth(at.line.saturating_sub(1))
-                .and_then(|l| l.chars().nth(at.column.saturating_sub(1)))
-                .is_some_and(|c| c == '"' || c == '\'');
-            let inner = if e.line <= 1 {
-                Pos {
-                    line: at.line,
-                    column: at.column + usize::from(quoted) + e.column - 1,
-                    len: 1,
-                }
-            } else {
-                at
-            };
-            self.err(inner, e.message)
-        })?;
-        Ok(Some(Condition { expr: when.value }))
     }
 
     fn stage(&self, raw: Spanned<RawStage>) -> Result<StageSpec, PipelineFileError> {
@@ -305,16 +236,12 @@ impl Cx<'_> {
             seen.insert(spec.name.clone(), at);
             out.push(spec);
         }
-        let on_cancel = match raw.on_cancel {
-            Some(c) => c.value.parse().map_err(|e: String| self.err(pos(&c), e))?,
-            None => CancelStop::default(),
-        };
         Ok(StageSpec {
             name,
             mode,
             actions: out,
-            interruptible: raw.interruptible.is_none_or(|i| i.value),
-            on_cancel,
+            uninterruptible: raw.interruptible.is_some_and(|i| !i.value),
+            on_cancel: self.on_cancel(raw.on_cancel)?,
         })
     }
 
@@ -344,32 +271,8 @@ impl Cx<'_> {
         };
         let env = self.pairs(raw.env, rules::check_env_key)?;
         if let Some(approval) = raw.approval {
-            if let Some(run) = &raw.run {
-                return Err(self.err(
-                    pos(run),
-                    format!(
-                        "action `{name}` has both `run` and `approval`; an action either runs \
-                         commands or waits for a person, so move one into its own action"
-                    ),
-                ));
-            }
-            if timeout.is_some() {
-                return Err(self.err(
-                    pos(&approval),
-                    format!(
-                        "action `{name}` is an approval: put its timeout inside `approval:`, \
-                         as in `approval: {{ timeout: 2d }}`"
-                    ),
-                ));
-            }
-            let timeout = match approval.value.timeout {
-                Some(t) => {
-                    let d = self.duration("timeout", &t)?;
-                    rules::check_timeout(d).map_err(|m| self.err(pos(&t), m))?;
-                    d
-                }
-                None => DEFAULT_APPROVAL_TIMEOUT,
-            };
+            let run_at = raw.run.as_ref().map(pos);
+            let approval = self.approval(&name, approval, run_at, timeout.is_some())?;
             return Ok(ActionSpec {
                 name,
                 run_order,
@@ -378,10 +281,7 @@ impl Cx<'_> {
                 timeout: None,
                 grace,
                 env,
-                approval: Some(ApprovalSpec {
-                    timeout,
-                    follow_latest: approval.value.follow_latest.is_some_and(|f| f.value),
-                }),
+                approval: Some(approval),
             });
         }
         let Some(run) = raw.run else {
@@ -513,8 +413,8 @@ stages:
                             approval: None,
                         },
                     ],
-                    interruptible: true,
-                    on_cancel: CancelStop::Abandon,
+                    uninterruptible: false,
+                    on_cancel: Default::default(),
                 },
                 StageSpec {
                     name: "deploy".into(),
@@ -529,12 +429,12 @@ stages:
                         env: BTreeMap::new(),
                         approval: None,
                     }],
-                    interruptible: true,
-                    on_cancel: CancelStop::Abandon,
+                    uninterruptible: false,
+                    on_cancel: Default::default(),
                 },
             ],
-            auto_cancel: AutoCancel::default(),
-            concurrency_key: ConcurrencyKey::Branch,
+            auto_cancel: Default::default(),
+            concurrency_key: Default::default(),
         };
         assert_eq!(spec, expected);
     }
@@ -816,134 +716,6 @@ stages:
             3,
             1,
             "YAML indents with spaces only",
-        );
-    }
-
-    #[test]
-    fn execution_policies_parse_to_the_model() {
-        let text = r#"
-name: web
-concurrency_key: pipeline
-auto_cancel:
-  queued: {}
-  running:
-    when: "branch != 'master'"
-stages:
-  - name: deploy
-    interruptible: false
-    on_cancel: drain
-    actions:
-      - name: ship
-        run: [./deploy.sh]
-      - name: sign-off
-        run_order: 2
-        approval: { timeout: 2d, follow_latest: true }
-      - name: plain
-        run_order: 3
-        approval: {}
-"#;
-        let spec = parse_pipeline_file("p.yaml", text).expect("valid file");
-        assert_eq!(spec.concurrency_key, ConcurrencyKey::Pipeline);
-        assert_eq!(
-            spec.auto_cancel.queued.as_ref().map(|c| c.expr.as_str()),
-            Some("true")
-        );
-        assert_eq!(
-            spec.auto_cancel.running.as_ref().map(|c| c.expr.as_str()),
-            Some("branch != 'master'")
-        );
-        let stage = &spec.stages[0];
-        assert!(!stage.interruptible);
-        assert_eq!(stage.on_cancel, CancelStop::Drain);
-        assert_eq!(
-            stage.actions[1].approval,
-            Some(ApprovalSpec {
-                timeout: Duration::from_secs(2 * 24 * 3600),
-                follow_latest: true
-            })
-        );
-        assert!(stage.actions[1].steps.is_empty());
-        assert_eq!(
-            stage.actions[2]
-                .approval
-                .map(|a| (a.timeout, a.follow_latest)),
-            Some((DEFAULT_APPROVAL_TIMEOUT, false))
-        );
-    }
-
-    #[test]
-    fn execution_policy_mistakes_say_where() {
-        let stage = |extra: &str| {
-            format!("name: a\nstages:\n  - name: s\n{extra}    actions:\n{OK_ACTION}")
-        };
-        assert_error(
-            &format!(
-                "name: a\nauto_cancel:\n  running:\n    when: \"brnch != 'x'\"\n{}",
-                &stage("")[8..]
-            ),
-            4,
-            12,
-            "`when` uses `brnch`, which Baton does not provide",
-        );
-        assert_error(
-            &format!(
-                "name: a\nauto_cancel:\n  queued:\n    when: \"branch ! tag\"\n{}",
-                &stage("")[8..]
-            ),
-            4,
-            19,
-            "is not a valid CEL expression",
-        );
-        assert_error(
-            &format!("name: a\nauto_cancel:\n  runing: {{}}\n{}", &stage("")[8..]),
-            3,
-            3,
-            "unknown key `runing`; expected one of queued, running",
-        );
-        assert_error(
-            &format!("name: a\nconcurrency_key: commit\n{}", &stage("")[8..]),
-            2,
-            18,
-            "unknown concurrency_key `commit`; expected `branch`",
-        );
-        assert_error(
-            &stage("    on_cancel: kill\n"),
-            4,
-            16,
-            "unknown on_cancel `kill`",
-        );
-        assert_error(
-            &stage("    interruptible: maybe\n"),
-            4,
-            20,
-            "`interruptible` should be true or false",
-        );
-        let action = |body: &str| {
-            format!("name: a\nstages:\n  - name: s\n    actions:\n      - name: x\n{body}")
-        };
-        assert_error(
-            &action("        run: [make]\n        approval: {}\n"),
-            6,
-            14,
-            "has both `run` and `approval`",
-        );
-        assert_error(
-            &action("        approval: { timeout: soon }\n"),
-            6,
-            30,
-            "`timeout: soon` is not a duration",
-        );
-        assert_error(
-            &action("        timeout: 1h\n        approval: {}\n"),
-            7,
-            19,
-            "put its timeout inside `approval:`",
-        );
-        assert_error(
-            &action("        approval: { folow_latest: true }\n"),
-            6,
-            21,
-            "unknown key `folow_latest`; expected one of timeout, follow_latest",
         );
     }
 

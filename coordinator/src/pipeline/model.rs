@@ -43,9 +43,10 @@ pub struct StageSpec {
     pub mode: Option<Mode>,
     /// At least one action.
     pub actions: Vec<ActionSpec>,
-    /// False for stages auto-cancel must never interrupt (a deploy): an execution inside
-    /// finishes the stage and is cancelled at the next boundary. Default: true.
-    pub interruptible: bool,
+    /// True for stages auto-cancel must never interrupt (a deploy; `interruptible: false` in
+    /// the file): an execution inside finishes the stage and is cancelled at the next
+    /// boundary. Default: false (interruptible).
+    pub uninterruptible: bool,
     /// How auto-cancel stops an execution inside this stage. Default: abandon.
     pub on_cancel: CancelStop,
 }

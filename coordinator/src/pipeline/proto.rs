@@ -81,7 +81,7 @@ fn stage_to_proto(stage: &StageSpec) -> StageDefinition {
             .map_or(ExecutionMode::Unspecified, mode_to_proto)
             .into(),
         actions: stage.actions.iter().map(action_to_proto).collect(),
-        interruptible: Some(stage.interruptible),
+        interruptible: Some(!stage.uninterruptible),
         on_cancel: match stage.on_cancel {
             CancelStop::Abandon => pb::CancelStop::Abandon,
             CancelStop::Drain => pb::CancelStop::Drain,
@@ -149,7 +149,7 @@ fn stage_from_proto(stage: &StageDefinition) -> Result<StageSpec, String> {
         name: stage.name.clone(),
         mode: mode_from_proto(stage.mode).map_err(|e| format!("stage `{}`: {e}", stage.name))?,
         actions: stage.actions.iter().map(action_from_proto).collect(),
-        interruptible: stage.interruptible.unwrap_or(true),
+        uninterruptible: stage.interruptible == Some(false),
         on_cancel: match pb::CancelStop::try_from(stage.on_cancel) {
             Ok(pb::CancelStop::Drain) => CancelStop::Drain,
             Ok(_) => CancelStop::Abandon,
@@ -208,7 +208,7 @@ mod tests {
                 StageSpec {
                     name: "build".into(),
                     mode: None,
-                    interruptible: true,
+                    uninterruptible: false,
                     on_cancel: CancelStop::Abandon,
                     actions: vec![
                         ActionSpec {
@@ -228,7 +228,7 @@ mod tests {
                         grace: Duration::ZERO,
                         ..action("ship", 1)
                     }],
-                    interruptible: true,
+                    uninterruptible: false,
                     on_cancel: CancelStop::Abandon,
                 },
                 StageSpec {
@@ -246,7 +246,7 @@ mod tests {
                             ..action("sign-off", 2)
                         },
                     ],
-                    interruptible: false,
+                    uninterruptible: true,
                     on_cancel: CancelStop::Drain,
                 },
             ],
