@@ -187,6 +187,13 @@ stages:
             stage_is(e, "deploy", pb::StageStatus::Waiting)
         })
         .await;
+    let reason = cluster.state("release").await.stages[1].waiting[0]
+        .reason
+        .clone();
+    assert!(
+        reason.contains("finishing a non-interruptible stage, then cancelled by #2"),
+        "{reason}"
+    );
     let a_now = cluster.execution(&a).await;
     assert_eq!(a_now.status, pb::ExecutionStatus::InProgress as i32);
     assert_eq!(

@@ -199,7 +199,7 @@ pub fn pipeline_state(view: &StateView) -> pb::PipelineState {
                         .map(|(i, w)| {
                             let e = view.executions.get(&w.execution_id);
                             let reason = match (i, holder) {
-                                (0, Some(h)) => match view.approvals.get(&h.execution_id) {
+                                (0, Some(h)) => match view.holder_notes.get(&h.execution_id) {
                                     Some(note) => {
                                         format!("lock held by {} ({note})", label(&h.execution_id))
                                     }

@@ -417,9 +417,9 @@ pub struct StateView {
     pub stages: Vec<StageView>,
     /// Every execution the stages name, by id.
     pub executions: HashMap<String, ExecutionRecord>,
-    /// For lock holders with a pending approval: "approval `x` pending since …, times out
-    /// at …", by execution id.
-    pub approvals: HashMap<String, String>,
+    /// What a lock holder is held up by, in words, by execution id: "approval `x` pending
+    /// since …, times out at …", or that auto-cancel ends it once its stage is done.
+    pub holder_notes: HashMap<String, String>,
 }
 
 /// Asks for the pipeline's state.
@@ -583,7 +583,7 @@ impl Handler<GetState> for PipelineActor {
                 }
             }
         }
-        let approvals = self
+        let mut holder_notes: HashMap<String, String> = self
             .jobs
             .values()
             .filter(|j| j.status == JobStatus::Queued)
@@ -599,12 +599,23 @@ impl Handler<GetState> for PipelineActor {
                 ))
             })
             .collect();
+        for exec in self.executions.values() {
+            if let Some(cancel) = exec.cancel.as_ref().filter(|c| c.at_boundary) {
+                holder_notes.insert(
+                    exec.id.clone(),
+                    format!(
+                        "finishing a non-interruptible stage, then {}",
+                        cancel.reason
+                    ),
+                );
+            }
+        }
         MessageResult(StateView {
             pipeline: self.name.clone(),
             version: self.version,
             stages,
             executions,
-            approvals,
+            holder_notes,
         })
     }
 }
