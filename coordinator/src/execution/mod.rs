@@ -3,6 +3,8 @@
 
 pub mod actor;
 mod flow;
+pub mod lanes;
+pub mod policies;
 pub use flow::short;
 pub mod progress;
 mod txn;

@@ -202,7 +202,12 @@ fn expected_form(key: &str) -> Option<&'static str> {
         "run_order" => "a whole number, 1 or more",
         "labels" => "a mapping of worker labels such as `{ os: linux }`",
         "env" => "a mapping of environment variables such as `{ RUST_LOG: info }`",
-        "timeout" | "grace" => "a duration such as 30s, 5m, 1h30m",
+        "timeout" | "grace" | "settle" | "max_wait" => "a duration such as 30s, 5m, 1h30m",
+        "capacity" => "a whole number, 1 or more",
+        "order" => "one of fifo, newest_first, newest_ready_first",
+        "when_busy" => "one of supersede, pause, cancel_running",
+        "lanes" => "`branch` (or leave it out for one lane)",
+        "lane" => "`shared` (or leave it out for one lock per lane)",
         _ => return None,
     })
 }

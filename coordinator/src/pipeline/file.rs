@@ -58,6 +58,8 @@ struct RawPipeline {
     #[serde(default)]
     mode: Option<Spanned<String>>,
     #[serde(default)]
+    lanes: Option<Spanned<String>>,
+    #[serde(default)]
     stages: Option<Spanned<Vec<Spanned<RawStage>>>>,
 }
 
@@ -67,6 +69,18 @@ struct RawStage {
     name: Spanned<String>,
     #[serde(default)]
     mode: Option<Spanned<String>>,
+    #[serde(default)]
+    order: Option<Spanned<String>>,
+    #[serde(default)]
+    capacity: Option<Spanned<u32>>,
+    #[serde(default)]
+    when_busy: Option<Spanned<String>>,
+    #[serde(default)]
+    settle: Option<Spanned<String>>,
+    #[serde(default)]
+    max_wait: Option<Spanned<String>>,
+    #[serde(default)]
+    lane: Option<Spanned<String>>,
     #[serde(default)]
     actions: Option<Spanned<Vec<Spanned<RawAction>>>>,
 }
@@ -112,6 +126,10 @@ impl<'de> Deserialize<'de> for Pairs {
     }
 }
 
+#[path = "file_policy.rs"]
+mod policy;
+use policy::StageOptions;
+
 fn pos<T>(s: &Spanned<T>) -> Pos {
     Pos::from_location(&s.referenced)
 }
@@ -146,6 +164,7 @@ impl Cx<'_> {
         let raw = raw.value;
         let name = self.name("pipeline", &raw.name)?;
         let mode = self.mode(raw.mode)?.unwrap_or_default();
+        let lanes = self.keyword(raw.lanes)?.unwrap_or_default();
         let Some(stages) = raw.stages else {
             return Err(self.err(
                 at,
@@ -162,7 +181,7 @@ impl Cx<'_> {
         let mut out = Vec::with_capacity(stages.value.len());
         for stage in stages.value {
             let at = pos(&stage.value.name);
-            let spec = self.stage(stage)?;
+            let spec = self.stage(stage, mode)?;
             if let Some(first) = seen.get(&spec.name) {
                 return Err(self.err(
                     at,
@@ -179,15 +198,33 @@ impl Cx<'_> {
         Ok(PipelineSpec {
             name,
             mode,
+            lanes,
             stages: out,
         })
     }
 
-    fn stage(&self, raw: Spanned<RawStage>) -> Result<StageSpec, PipelineFileError> {
+    fn stage(
+        &self,
+        raw: Spanned<RawStage>,
+        pipeline_mode: Mode,
+    ) -> Result<StageSpec, PipelineFileError> {
         let at = pos(&raw);
         let raw = raw.value;
         let name = self.name("stage", &raw.name)?;
         let mode = self.mode(raw.mode)?;
+        let effective = mode.unwrap_or(pipeline_mode);
+        let options = self.stage_options(
+            &name,
+            effective,
+            StageOptions {
+                order: raw.order,
+                capacity: raw.capacity,
+                when_busy: raw.when_busy,
+                settle: raw.settle,
+                max_wait: raw.max_wait,
+                lane: raw.lane,
+            },
+        )?;
         let Some(actions) = raw.actions else {
             return Err(self.err(
                 at,
@@ -222,6 +259,7 @@ impl Cx<'_> {
             name,
             mode,
             actions: out,
+            ..options
         })
     }
 
@@ -349,6 +387,7 @@ stages:
         let expected = PipelineSpec {
             name: "web-app".into(),
             mode: Mode::Queued,
+            lanes: Default::default(),
             stages: vec![
                 StageSpec {
                     name: "build".into(),
@@ -373,6 +412,7 @@ stages:
                             env: BTreeMap::new(),
                         },
                     ],
+                    ..Default::default()
                 },
                 StageSpec {
                     name: "deploy".into(),
@@ -386,6 +426,7 @@ stages:
                         grace: DEFAULT_GRACE,
                         env: BTreeMap::new(),
                     }],
+                    ..Default::default()
                 },
             ],
         };
@@ -422,7 +463,7 @@ stages:
         let e = parse_err("name: a\nmdoe: queued\nstages: []\n");
         assert_eq!(
             e.to_string(),
-            "p.yaml:2:1: unknown key `mdoe`; expected one of name, mode, stages \
+            "p.yaml:2:1: unknown key `mdoe`; expected one of name, mode, lanes, stages \
              (did you mean `mode`?)\n  |\n2 | mdoe: queued\n  | ^^^^"
         );
     }

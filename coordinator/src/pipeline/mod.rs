@@ -5,6 +5,10 @@ pub mod file;
 pub mod model;
 pub mod proto;
 pub mod rules;
+pub mod stage_options;
 
 pub use file::{PipelineFileError, parse_pipeline_file};
-pub use model::{ActionSpec, DEFAULT_GRACE, Mode, PipelineSpec, StageSpec};
+pub use model::{
+    ActionSpec, DEFAULT_GRACE, DEFAULT_MAX_WAIT_FACTOR, LaneScope, Lanes, Mode, PipelineSpec,
+    QueueOrder, Settle, StageSpec, WhenBusy,
+};

@@ -156,6 +156,10 @@ pub struct ExecutionRecord {
     pub created_at_ms: i64,
     /// Last change (Unix ms).
     pub updated_at_ms: i64,
+    /// Set when a newer execution stopped this one (`when_busy: cancel_running`): it ends
+    /// Cancelled, not Stopped, once its jobs have ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
 }
 
 /// The stored state of one stage (its lock, who waits, its fence counter).
@@ -165,6 +169,9 @@ pub struct StageRecord {
     pub pipeline: String,
     /// Stage name.
     pub stage: String,
+    /// The lane ("" for the pipeline's single lane or a shared stage).
+    #[serde(default)]
+    pub lane: String,
     /// The lock state the rules work on.
     pub lock: StageLock,
 }
