@@ -101,6 +101,38 @@ enum Command {
     },
     /// List connected and recently seen workers.
     Workers,
+    /// Disable or enable the transition into a stage.
+    #[command(subcommand)]
+    Transition(TransitionCommand),
+    /// Resume an execution Paused in front of a stage (`when_busy: pause`).
+    Resume {
+        /// Execution id.
+        execution: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TransitionCommand {
+    /// Hold every execution arriving in front of STAGE until the transition is enabled.
+    Disable {
+        /// Pipeline name.
+        pipeline: String,
+        /// Stage name.
+        stage: String,
+        /// Why, shown to everyone who looks at the stage.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Who disables it. Default: `$BATON_USER`, else `$USER`.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Let the execution waiting in front of STAGE in.
+    Enable {
+        /// Pipeline name.
+        pipeline: String,
+        /// Stage name.
+        stage: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +218,19 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Execution { id } => commands::execution::show(&ctx, &id).await,
         Command::Logs { job, follow } => commands::logs::run(&ctx, &job, follow).await,
         Command::Workers => commands::workers::run(&ctx).await,
+        Command::Transition(TransitionCommand::Disable {
+            pipeline,
+            stage,
+            reason,
+            by,
+        }) => {
+            let by = by.unwrap_or_else(commands::transition::whoami);
+            commands::transition::disable(&ctx, &pipeline, &stage, &reason, &by).await
+        }
+        Command::Transition(TransitionCommand::Enable { pipeline, stage }) => {
+            commands::transition::enable(&ctx, &pipeline, &stage).await
+        }
+        Command::Resume { execution } => commands::transition::resume(&ctx, &execution).await,
     }
 }
 

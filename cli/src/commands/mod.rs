@@ -5,6 +5,7 @@ pub mod execution;
 pub mod logs;
 pub mod pipeline;
 pub mod state;
+pub mod transition;
 pub mod workers;
 
 use crate::client::Api;
