@@ -16,4 +16,4 @@ pub mod stage;
 pub mod store;
 
 pub use config::CoordinatorConfig;
-pub use server::{StartError, run};
+pub use server::{StartError, run, run_with_clock};

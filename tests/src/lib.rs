@@ -14,6 +14,9 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+pub mod policies;
+pub use policies::stage_lane;
+
 /// How long any wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -28,6 +31,8 @@ pub struct TestCluster {
     _data: tempfile::TempDir,
     coordinator: Option<(CancellationToken, JoinHandle<()>)>,
     workers: Vec<(baton_worker::Shutdown, JoinHandle<()>)>,
+    /// The coordinator's clock when a test injects one (see [`policies`]).
+    clock: Option<baton_coordinator::clock::SharedClock>,
 }
 
 /// A fast coordinator configuration for tests.
@@ -42,6 +47,14 @@ pub fn test_config(data_dir: &Path) -> baton_coordinator::CoordinatorConfig {
 impl TestCluster {
     /// Starts a coordinator and `workers` workers with one slot each and label `os=linux`.
     pub async fn start(workers: usize) -> TestCluster {
+        Self::start_on(workers, None).await
+    }
+
+    /// [`Self::start`] with the coordinator on `clock` (the system clock when `None`).
+    async fn start_on(
+        workers: usize,
+        clock: Option<baton_coordinator::clock::SharedClock>,
+    ) -> TestCluster {
         let data = tempfile::tempdir().expect("temp dir");
         let mut cluster = TestCluster {
             addr: String::new(),
@@ -50,6 +63,7 @@ impl TestCluster {
             _data: data,
             coordinator: None,
             workers: Vec::new(),
+            clock,
         };
         cluster.start_coordinator(None).await;
         for i in 0..workers {
@@ -64,10 +78,21 @@ impl TestCluster {
         let addr = listener.local_addr().expect("local addr");
         self.addr = format!("http://{addr}");
         let shutdown = CancellationToken::new();
-        let config = test_config(&self.data_dir);
+        let mut config = test_config(&self.data_dir);
+        let clock = self.clock.clone();
+        if clock.is_some() {
+            // A test clock moves in jumps of minutes; worker leases are not what it tests.
+            config.lease = Duration::from_secs(24 * 3600);
+        }
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
-            if let Err(e) = baton_coordinator::run(config, listener, token).await {
+            let served = match clock {
+                Some(clock) => {
+                    baton_coordinator::run_with_clock(config, listener, token, clock).await
+                }
+                None => baton_coordinator::run(config, listener, token).await,
+            };
+            if let Err(e) = served {
                 panic!("coordinator failed: {e}");
             }
         });
