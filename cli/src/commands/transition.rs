@@ -36,7 +36,7 @@ pub async fn disable(
             by: by.to_string(),
         })
         .await
-        .map_err(|s| api.error_or(s, format!("pipeline '{pipeline}' not found")))?
+        .map_err(|s| api.error(s))?
         .into_inner();
     show(ctx, stage, reply.transition)
 }
@@ -51,7 +51,7 @@ pub async fn enable(ctx: &Ctx, pipeline: &str, stage: &str) -> Result<(), CliErr
             stage: stage.to_string(),
         })
         .await
-        .map_err(|s| api.error_or(s, format!("pipeline '{pipeline}' not found")))?
+        .map_err(|s| api.error(s))?
         .into_inner();
     show(ctx, stage, reply.transition)
 }
