@@ -32,11 +32,23 @@ async fn a_disabled_transition_holds_the_execution_and_baton_state_says_why() {
 
     let out = baton(
         &addr,
-        &["transition", "disable", "web", "deploy", "--reason", "freeze", "--by", "alice"],
+        &[
+            "transition",
+            "disable",
+            "web",
+            "deploy",
+            "--reason",
+            "freeze",
+            "--by",
+            "alice",
+        ],
     );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    assert_eq!(stdout, "transition into deploy: disabled by alice: freeze\n");
+    assert_eq!(
+        stdout,
+        "transition into deploy: disabled by alice: freeze\n"
+    );
 
     let id = cluster.start_execution("web", "main", "abc1234").await;
     cluster

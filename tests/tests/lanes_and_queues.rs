@@ -66,7 +66,10 @@ stages:
     assert_eq!(dev.lock.as_ref().map(|h| h.number), Some(1));
     assert_eq!(dev.waiting[0].number, 2);
     assert!(
-        !state.stages.iter().any(|s| s.stage == "dev" && !s.lane.is_empty()),
+        !state
+            .stages
+            .iter()
+            .any(|s| s.stage == "dev" && !s.lane.is_empty()),
         "a shared stage has no per-branch lanes"
     );
     cluster.open_gate("dev-a1");
@@ -77,7 +80,10 @@ stages:
     let b1 = cluster
         .wait_status("pr", &b1, pb::ExecutionStatus::Succeeded)
         .await;
-    assert_eq!(b1.stages[1].fence_token, 2, "the shared stage counts across lanes");
+    assert_eq!(
+        b1.stages[1].fence_token, 2,
+        "the shared stage counts across lanes"
+    );
     cluster.shutdown().await;
 }
 

@@ -447,13 +447,18 @@ impl Handler<JobEvent> for PipelineActor {
 
 impl Handler<Redefine> for PipelineActor {
     type Result = ();
-    fn handle(&mut self, msg: Redefine, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Redefine, ctx: &mut Context<Self>) {
         self.version = msg.record.version;
         self.specs.insert(msg.record.version, msg.spec.clone());
         self.spec = msg.spec;
-        for ((stage, _), addr) in &self.stages {
+        // A new policy (more capacity, no settle) may let waiting executions in now.
+        let mut txn = Txn::default();
+        for ((stage, lane), addr) in &self.stages {
             addr.do_send(SetPolicy(self.policy_of(stage)));
+            txn.work
+                .push_back(Work::new(stage, lane, crate::stage::actor::Ask::Tick));
         }
+        self.run(txn, ctx);
     }
 }
 

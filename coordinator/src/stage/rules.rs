@@ -411,10 +411,7 @@ pub fn admit(lock: &mut StageLock, policy: &StagePolicy, now: Now) -> Vec<Effect
     if !lock.transition.is_enabled() {
         return effects;
     }
-    loop {
-        let Some(i) = next(lock, policy, now) else {
-            break;
-        };
+    while let Some(i) = next(lock, policy, now) {
         let full = lock.holders.len() >= policy.room();
         if let Some(due) = lock.settle_due(policy, &lock.waiting[i])
             && now.ms < due
