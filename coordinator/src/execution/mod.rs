@@ -7,6 +7,7 @@ pub mod lanes;
 pub mod policies;
 pub use flow::short;
 pub mod progress;
+pub mod revision;
 mod txn;
 
 pub use actor::{PipelineActor, Shared};

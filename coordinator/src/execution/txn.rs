@@ -87,4 +87,6 @@ pub struct Txn {
     pub timers: Vec<(LaneKey, i64)>,
     /// Answers to send after the commit.
     pub replies: Vec<Reply>,
+    /// Other records to write in the same batch (client request tokens).
+    pub writes: Vec<crate::store::Op>,
 }
