@@ -2,9 +2,10 @@
 //!
 //! [`rules`] decides (pure functions over plain data, configured by a [`policy::StagePolicy`]);
 //! [`actor`] owns one stage's (one lane's) state and answers the pipeline actor's questions
-//! with those decisions; [`words`] says why an execution waits, in words.
+//! with those decisions; [`why`] reads why an execution waits and [`words`] says it in words.
 
 pub mod actor;
 pub mod policy;
 pub mod rules;
+pub mod why;
 pub mod words;
