@@ -103,6 +103,38 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Disable or enable the transition into a stage.
+    #[command(subcommand)]
+    Transition(TransitionCommand),
+    /// Resume an execution Paused in front of a stage (`when_busy: pause`).
+    Resume {
+        /// Execution id.
+        execution: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TransitionCommand {
+    /// Hold every execution arriving in front of STAGE until the transition is enabled.
+    Disable {
+        /// Pipeline name.
+        pipeline: String,
+        /// Stage name.
+        stage: String,
+        /// Why, shown to everyone who looks at the stage.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Who disables it. Default: `$BATON_USER`, else `$USER`.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Let the execution waiting in front of STAGE in.
+    Enable {
+        /// Pipeline name.
+        pipeline: String,
+        /// Stage name.
+        stage: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,6 +222,19 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             stage,
             all,
         } => commands::policy::retry(&ctx, &execution, &stage, all).await,
+        Command::Transition(TransitionCommand::Disable {
+            pipeline,
+            stage,
+            reason,
+            by,
+        }) => {
+            let by = by.unwrap_or_else(commands::transition::whoami);
+            commands::transition::disable(&ctx, &pipeline, &stage, &reason, &by).await
+        }
+        Command::Transition(TransitionCommand::Enable { pipeline, stage }) => {
+            commands::transition::enable(&ctx, &pipeline, &stage).await
+        }
+        Command::Resume { execution } => commands::transition::resume(&ctx, &execution).await,
     }
 }
 

@@ -53,6 +53,23 @@ pub fn render_state(state: &PipelineState, now_ms: i64) -> String {
         }
         row.push(last_outcome(stage));
         table.row(row);
+        if let Some(t) = stage.transition.as_ref().filter(|t| !t.enabled) {
+            table.note(format!(
+                "transition {}",
+                crate::commands::transition::describe_transition(t)
+            ));
+        }
+        for h in stage.holders.iter().skip(1) {
+            let (branch, commit) = branch_commit(h.revision.as_ref());
+            table.note(format!(
+                "also holding: #{} {} ({}) for {}, fence {}",
+                h.number,
+                commit,
+                branch,
+                since(h.since_ms, now_ms),
+                h.fence_token
+            ));
+        }
         for w in &stage.waiting {
             let (branch, commit) = branch_commit(w.revision.as_ref());
             let reason = if w.reason.is_empty() {
@@ -177,6 +194,7 @@ mod tests {
                         fence_token: 4,
                         status: ExecutionStatus::InProgress as i32,
                         number: 4,
+                        ..Default::default()
                     }),
                     waiting: vec![StageWaiter {
                         execution_id: "e5".into(),
@@ -184,6 +202,7 @@ mod tests {
                         since_ms: 9_000,
                         reason: "lock held by execution #4 (c0ffee4)".into(),
                         number: 5,
+                        ..Default::default()
                     }],
                     fence_token: 4,
                     last_outcome: Some(StageOutcome {
@@ -214,6 +233,35 @@ build  Superseded  #4      c0ffee4  main    3.0s   4      InProgress  #3 Succeed
 test   Superseded  -                                                  -
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn a_disabled_transition_and_extra_holders_are_shown_under_their_stage() {
+        let mut state = sample();
+        state.stages[1].transition = Some(baton_proto::v1::TransitionState {
+            enabled: false,
+            disabled_by: "alice".into(),
+            reason: "freeze".into(),
+            since_ms: 1,
+        });
+        let holder = |n: u64| StageHolder {
+            execution_id: format!("e{n}"),
+            revision: rev("abcdef1"),
+            since_ms: 9_000,
+            fence_token: n,
+            number: n,
+            ..Default::default()
+        };
+        state.stages[1].holders = vec![holder(6), holder(7)];
+        let text = render_state(&state, 10_000);
+        assert!(
+            text.contains("    transition disabled by alice: freeze\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    also holding: #7 abcdef1 (main) for 1.0s, fence 7\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -180,6 +180,50 @@ pub struct StageStateView {
     pub fence_token: u64,
     /// How the last execution to leave fared.
     pub last_outcome: Option<OutcomeView>,
+    /// Every execution holding the stage (`lock` is the first).
+    pub holders: Vec<HolderView>,
+    /// How many may hold it at once (0: no limit).
+    pub capacity: u32,
+    /// Whether executions may enter.
+    pub transition: TransitionView,
+}
+
+/// Whether executions may enter a stage.
+#[derive(Debug, Serialize)]
+pub struct TransitionView {
+    /// True unless disabled.
+    pub enabled: bool,
+    /// Who disabled it.
+    pub disabled_by: String,
+    /// Why.
+    pub reason: String,
+    /// Unix ms when it was disabled.
+    pub since_ms: Option<i64>,
+}
+
+impl From<&pb::TransitionState> for TransitionView {
+    fn from(t: &pb::TransitionState) -> Self {
+        Self {
+            enabled: t.enabled,
+            disabled_by: t.disabled_by.clone(),
+            reason: t.reason.clone(),
+            since_ms: opt_ms(t.since_ms),
+        }
+    }
+}
+
+impl From<&pb::StageHolder> for HolderView {
+    fn from(h: &pb::StageHolder) -> Self {
+        Self {
+            execution_id: h.execution_id.clone(),
+            number: h.number,
+            revision: h.revision.as_ref().into(),
+            since_ms: opt_ms(h.since_ms),
+            fence_token: h.fence_token,
+            status: execution_status(h.status),
+            cancelled_by: h.cancelled_by.clone(),
+        }
+    }
 }
 
 /// The execution holding a stage lock.
@@ -197,6 +241,8 @@ pub struct HolderView {
     pub fence_token: u64,
     /// Its execution status.
     pub status: &'static str,
+    /// The newer execution stopping it (`when_busy: cancel_running`), if any.
+    pub cancelled_by: String,
 }
 
 /// An execution waiting in front of a stage.
@@ -212,6 +258,8 @@ pub struct WaiterView {
     pub since_ms: Option<i64>,
     /// Why it waits.
     pub reason: String,
+    /// True while it waits for a person (`baton resume`).
+    pub paused: bool,
 }
 
 /// How the last execution to leave a stage fared.
@@ -243,14 +291,7 @@ impl From<&pb::StageState> for StageStateView {
             stage: s.stage.clone(),
             lane: s.lane.clone(),
             mode: execution_mode(s.mode),
-            lock: s.lock.as_ref().map(|h| HolderView {
-                execution_id: h.execution_id.clone(),
-                number: h.number,
-                revision: h.revision.as_ref().into(),
-                since_ms: opt_ms(h.since_ms),
-                fence_token: h.fence_token,
-                status: execution_status(h.status),
-            }),
+            lock: s.lock.as_ref().map(HolderView::from),
             waiting: s
                 .waiting
                 .iter()
@@ -260,6 +301,7 @@ impl From<&pb::StageState> for StageStateView {
                     revision: w.revision.as_ref().into(),
                     since_ms: opt_ms(w.since_ms),
                     reason: w.reason.clone(),
+                    paused: w.paused,
                 })
                 .collect(),
             fence_token: s.fence_token,
@@ -269,6 +311,18 @@ impl From<&pb::StageState> for StageStateView {
                 status: stage_status(o.status),
                 finished_at_ms: opt_ms(o.finished_at_ms),
             }),
+            holders: s.holders.iter().map(HolderView::from).collect(),
+            capacity: s.capacity,
+            transition: s
+                .transition
+                .as_ref()
+                .map(TransitionView::from)
+                .unwrap_or(TransitionView {
+                    enabled: true,
+                    disabled_by: String::new(),
+                    reason: String::new(),
+                    since_ms: None,
+                }),
         }
     }
 }

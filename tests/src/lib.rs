@@ -14,6 +14,8 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+pub mod policies;
+pub use policies::stage_lane;
 mod execution_policies;
 
 /// How long any wait may take before the test fails.

@@ -6,6 +6,7 @@ pub mod logs;
 pub mod pipeline;
 pub mod policy;
 pub mod state;
+pub mod transition;
 pub mod workers;
 
 use crate::client::Api;

@@ -3,10 +3,9 @@
 use baton_proto::v1 as pb;
 
 use crate::events::{Change, Event};
-use crate::execution::actor::StateView;
-use crate::execution::short;
+use crate::execution::actor::{StageView, StateView};
 use crate::pipeline::Mode;
-use crate::stage::rules::LeaveReason;
+use crate::stage::rules::{LeaveReason, Transition};
 use crate::store::records::{
     ExecutionRecord, ExecutionStatus, JobRecord, JobStatus, Revision, StageStatus,
 };
@@ -160,84 +159,97 @@ pub fn execution(
     }
 }
 
+/// A transition to protobuf.
+pub fn transition(t: &Transition) -> pb::TransitionState {
+    match t {
+        Transition::Enabled => pb::TransitionState {
+            enabled: true,
+            ..Default::default()
+        },
+        Transition::Disabled {
+            by,
+            reason,
+            since_ms,
+        } => pb::TransitionState {
+            enabled: false,
+            disabled_by: by.clone(),
+            reason: reason.clone(),
+            since_ms: *since_ms,
+        },
+    }
+}
+
 /// A pipeline's state, with why each waiter waits.
 pub fn pipeline_state(view: &StateView) -> pb::PipelineState {
-    let label = |id: &str| {
-        view.executions
-            .get(id)
-            .map(|e| format!("#{} ({})", e.number, short(&e.revision.commit)))
-            .unwrap_or_else(|| id.to_string())
-    };
     pb::PipelineState {
         pipeline: view.pipeline.clone(),
         version: view.version,
-        stages: view
-            .stages
+        stages: view.stages.iter().map(|s| stage_state(view, s)).collect(),
+    }
+}
+
+fn stage_state(view: &StateView, s: &StageView) -> pb::StageState {
+    let holders: Vec<pb::StageHolder> = s
+        .lock
+        .holders
+        .iter()
+        .map(|h| {
+            let e = view.executions.get(&h.execution_id);
+            pb::StageHolder {
+                execution_id: h.execution_id.clone(),
+                revision: e.map(|e| revision(&e.revision)),
+                since_ms: h.since_ms,
+                fence_token: h.fence_token,
+                status: e.map(|e| execution_status(e.status) as i32).unwrap_or(0),
+                number: e.map(|e| e.number).unwrap_or(0),
+                cancelled_by: h.cancelled_by.clone().unwrap_or_default(),
+            }
+        })
+        .collect();
+    pb::StageState {
+        stage: s.stage.clone(),
+        lane: s.lane.clone(),
+        mode: mode(s.policy.mode) as i32,
+        lock: holders.first().cloned(),
+        waiting: s
+            .lock
+            .waiting
             .iter()
-            .map(|s| {
-                let holder = s.lock.holders.first();
-                pb::StageState {
-                    stage: s.stage.clone(),
-                    lane: String::new(),
-                    mode: mode(s.mode) as i32,
-                    lock: holder.map(|h| {
-                        let e = view.executions.get(&h.execution_id);
-                        pb::StageHolder {
-                            execution_id: h.execution_id.clone(),
-                            revision: e.map(|e| revision(&e.revision)),
-                            since_ms: h.since_ms,
-                            fence_token: h.fence_token,
-                            status: e.map(|e| execution_status(e.status) as i32).unwrap_or(0),
-                            number: e.map(|e| e.number).unwrap_or(0),
-                        }
-                    }),
-                    waiting: s
-                        .lock
-                        .waiting
-                        .iter()
-                        .enumerate()
-                        .map(|(i, w)| {
-                            let e = view.executions.get(&w.execution_id);
-                            let reason = match (i, holder) {
-                                (0, Some(h)) => match view.holder_notes.get(&h.execution_id) {
-                                    Some(note) => {
-                                        format!("lock held by {} ({note})", label(&h.execution_id))
-                                    }
-                                    None => format!("lock held by {}", label(&h.execution_id)),
-                                },
-                                (0, None) => "stage is free; entering".to_string(),
-                                _ => format!(
-                                    "queued behind {}",
-                                    label(&s.lock.waiting[i - 1].execution_id)
-                                ),
-                            };
-                            pb::StageWaiter {
-                                execution_id: w.execution_id.clone(),
-                                revision: e.map(|e| revision(&e.revision)),
-                                since_ms: w.since_ms,
-                                reason,
-                                number: e.map(|e| e.number).unwrap_or(0),
-                            }
-                        })
-                        .collect(),
-                    fence_token: s.lock.fence_token,
-                    last_outcome: s.lock.last_outcome.as_ref().map(|o| pb::StageOutcome {
-                        execution_id: o.execution_id.clone(),
-                        status: match o.result {
-                            LeaveReason::Succeeded => pb::StageStatus::Succeeded,
-                            LeaveReason::Failed => pb::StageStatus::Failed,
-                            LeaveReason::Stopped => pb::StageStatus::Stopped,
-                        } as i32,
-                        finished_at_ms: o.at_ms,
-                        number: view
-                            .executions
-                            .get(&o.execution_id)
-                            .map(|e| e.number)
-                            .unwrap_or(0),
-                    }),
+            .enumerate()
+            .map(|(i, w)| {
+                let e = view.executions.get(&w.execution_id);
+                pb::StageWaiter {
+                    execution_id: w.execution_id.clone(),
+                    revision: e.map(|e| revision(&e.revision)),
+                    since_ms: w.since_ms,
+                    reason: waiting_reason(view, s, i),
+                    number: e.map(|e| e.number).unwrap_or(w.number),
+                    paused: w.paused,
                 }
             })
             .collect(),
+        fence_token: s.lock.fence_token,
+        last_outcome: s.lock.last_outcome.as_ref().map(|o| pb::StageOutcome {
+            execution_id: o.execution_id.clone(),
+            status: match o.result {
+                LeaveReason::Succeeded => pb::StageStatus::Succeeded,
+                LeaveReason::Failed => pb::StageStatus::Failed,
+                LeaveReason::Stopped => pb::StageStatus::Stopped,
+                LeaveReason::Cancelled => pb::StageStatus::Cancelled,
+            } as i32,
+            finished_at_ms: o.at_ms,
+            number: view
+                .executions
+                .get(&o.execution_id)
+                .map(|e| e.number)
+                .unwrap_or(0),
+        }),
+        transition: Some(transition(&s.lock.transition)),
+        holders,
+        capacity: match s.policy.room() {
+            usize::MAX => 0,
+            n => u32::try_from(n).unwrap_or(u32::MAX),
+        },
     }
 }
 
@@ -258,5 +270,19 @@ pub fn event(e: &Event) -> pb::PipelineEvent {
             Change::Job(s) => pb::pipeline_event::Change::JobStatus(job_status(*s) as i32),
         }),
         message: e.message.clone(),
+    }
+}
+
+/// Why the `i`th waiter of stage `s` waits, with what holds up the holder (a pending
+/// approval, a cancel at the next boundary) when it is first in line.
+fn waiting_reason(view: &StateView, s: &StageView, i: usize) -> String {
+    let reason = s.reasons.get(i).cloned().unwrap_or_default();
+    let note = (i == 0)
+        .then(|| s.lock.holders.first())
+        .flatten()
+        .and_then(|h| view.holder_notes.get(&h.execution_id));
+    match note {
+        Some(note) => format!("{reason} ({note})"),
+        None => reason,
     }
 }

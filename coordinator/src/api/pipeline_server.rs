@@ -14,9 +14,11 @@ use crate::dispatcher::ListWorkers;
 use crate::error::CoordError;
 use crate::execution::actor::{GetState, Start, Stop, StopMode};
 use crate::execution::approval::Decide;
+use crate::execution::policies::{Resume, SetTransition};
 use crate::execution::retry::Retry;
 use crate::logs::LogHub;
 use crate::registry::Registry;
+use crate::stage::rules::Transition;
 use crate::store::records::{ExecutionRecord, JobRecord};
 use crate::store::{Tree, prefix};
 
@@ -371,6 +373,68 @@ impl PipelineService for PipelineApi {
             .map_err(CoordError::from)??;
         Ok(Response::new(pb::RetryStageExecutionResponse {
             execution: Some(self.execution_proto(&retried)),
+        }))
+    }
+
+    async fn disable_stage_transition(
+        &self,
+        req: Request<pb::DisableStageTransitionRequest>,
+    ) -> Result<Response<pb::StageTransitionResponse>, Status> {
+        let req = req.into_inner();
+        let by = if req.by.trim().is_empty() {
+            "someone".to_string()
+        } else {
+            req.by
+        };
+        let transition = Transition::Disabled {
+            by,
+            reason: req.reason,
+            since_ms: self.registry.shared().clock.now_ms(),
+        };
+        self.set_transition(req.pipeline, req.stage, transition)
+            .await
+    }
+
+    async fn enable_stage_transition(
+        &self,
+        req: Request<pb::EnableStageTransitionRequest>,
+    ) -> Result<Response<pb::StageTransitionResponse>, Status> {
+        let req = req.into_inner();
+        self.set_transition(req.pipeline, req.stage, Transition::Enabled)
+            .await
+    }
+
+    async fn resume_pipeline_execution(
+        &self,
+        req: Request<pb::ResumePipelineExecutionRequest>,
+    ) -> Result<Response<pb::ResumePipelineExecutionResponse>, Status> {
+        let id = req.into_inner().execution_id;
+        let exec = self.execution(&id)?;
+        let actor = self.registry.actor(&exec.pipeline)?;
+        let resumed = actor
+            .send(Resume { execution_id: id })
+            .await
+            .map_err(CoordError::from)??;
+        Ok(Response::new(pb::ResumePipelineExecutionResponse {
+            execution: Some(self.execution_proto(&resumed)),
+        }))
+    }
+}
+
+impl PipelineApi {
+    async fn set_transition(
+        &self,
+        pipeline: String,
+        stage: String,
+        transition: Transition,
+    ) -> Result<Response<pb::StageTransitionResponse>, Status> {
+        let actor = self.registry.actor(&pipeline)?;
+        let now = actor
+            .send(SetTransition { stage, transition })
+            .await
+            .map_err(CoordError::from)??;
+        Ok(Response::new(pb::StageTransitionResponse {
+            transition: Some(convert::transition(&now)),
         }))
     }
 }

@@ -6,12 +6,11 @@
 //! the next one is looked at: a handler queues its work with `ctx.wait`.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use actix::prelude::*;
 
+use super::lanes::{LaneKey, stage_key};
 use super::revision::EndedOrders;
 use super::txn::{Txn, Work};
 use crate::clock::SharedClock;
@@ -19,9 +18,9 @@ use crate::dispatcher::{Adopt, Cancel, Dispatcher, Enqueue, JobEvent, Signal};
 use crate::error::CoordError;
 use crate::events::EventHub;
 use crate::pipeline::{PipelineSpec, parse_pipeline_file};
-use crate::stage::actor::{self as stage, Decision, StageActor};
-use crate::stage::reentry;
-use crate::stage::rules::StageLock;
+use crate::stage::actor::{Ask, AskAt, SetPolicy, StageActor};
+use crate::stage::policy::StagePolicy;
+use crate::stage::rules::{StageLock, Transition};
 use crate::store::records::{
     ExecutionRecord, JobRecord, JobStatus, PipelineRecord, RequestTokenRecord, Revision,
     StageRecord,
@@ -50,9 +49,12 @@ pub struct PipelineActor {
     pub(super) spec: Arc<PipelineSpec>,
     /// Definitions by version, for executions pinned to older ones.
     pub(super) specs: HashMap<u64, Arc<PipelineSpec>>,
-    pub(super) stages: HashMap<String, Addr<StageActor>>,
-    /// The latest known state of each stage (a mirror of the stage actors').
-    pub(super) locks: HashMap<String, StageLock>,
+    /// Stage actors, one per stage and lane.
+    pub(super) stages: HashMap<LaneKey, Addr<StageActor>>,
+    /// The latest known state of each stage and lane (a mirror of the stage actors').
+    pub(super) locks: HashMap<LaneKey, StageLock>,
+    /// Each stage's transition, the same in every lane of it.
+    pub(super) transitions: HashMap<String, Transition>,
     /// Executions that have not ended.
     pub(super) executions: HashMap<String, ExecutionRecord>,
     /// Jobs of those executions.
@@ -113,8 +115,12 @@ impl PipelineActor {
             executions.insert(id, exec);
         }
         let mut locks = HashMap::new();
+        let mut transitions = HashMap::new();
         for rec in store.scan_json::<StageRecord>(Tree::Stages, &prefix(&record.name))? {
-            locks.insert(rec.stage, rec.lock);
+            if rec.lane.is_empty() {
+                transitions.insert(rec.stage.clone(), rec.lock.transition.clone());
+            }
+            locks.insert((rec.stage, rec.lane), rec.lock);
         }
         Ok(Self {
             name: record.name.clone(),
@@ -123,6 +129,7 @@ impl PipelineActor {
             specs,
             stages: HashMap::new(),
             locks,
+            transitions,
             executions,
             jobs,
             next_number,
@@ -143,20 +150,25 @@ impl PipelineActor {
             .unwrap_or_else(|| self.spec.clone())
     }
 
-    pub(super) fn stage_addr(&mut self, name: &str) -> Addr<StageActor> {
-        if let Some(addr) = self.stages.get(name) {
-            return addr.clone();
-        }
-        let mode = self
-            .spec
+    /// The policy of stage `name` in the current definition.
+    pub(super) fn policy_of(&self, name: &str) -> StagePolicy {
+        self.spec
             .stages
             .iter()
             .find(|s| s.name == name)
-            .map(|s| s.effective_mode(self.spec.mode))
-            .unwrap_or(self.spec.mode);
-        let lock = self.locks.get(name).cloned().unwrap_or_default();
-        let addr = StageActor::new(mode, lock).start();
-        self.stages.insert(name.to_string(), addr.clone());
+            .map(|s| StagePolicy::of(&self.spec, s))
+            .unwrap_or_else(|| StagePolicy::of_mode(self.spec.mode))
+    }
+
+    fn stage_addr(&mut self, key: &LaneKey) -> Addr<StageActor> {
+        if let Some(addr) = self.stages.get(key) {
+            return addr.clone();
+        }
+        let policy = self.policy_of(&key.0);
+        let mut lock = self.locks.get(key).cloned().unwrap_or_default();
+        lock.transition = self.transitions.get(&key.0).cloned().unwrap_or_default();
+        let addr = StageActor::new(policy, lock).start();
+        self.stages.insert(key.clone(), addr.clone());
         addr
     }
 
@@ -165,57 +177,27 @@ impl PipelineActor {
         let Some(work) = txn.work.pop_front() else {
             return self.commit(txn, ctx);
         };
-        if let Work::Arrive {
-            execution_id,
-            stage,
-        } = &work
-            && let Some(reason) = self.too_old_for(execution_id, stage)
+        if let Ask::Arrive { execution_id, .. } = &work.ask
+            && let Some(reason) = self.too_old_for(execution_id, &work.stage)
         {
-            self.supersede_on_arrival(execution_id, stage, reason, &mut txn);
+            self.supersede_on_arrival(execution_id, &work.stage, reason, &mut txn);
             return self.run(txn, ctx);
         }
-        let addr = self.stage_addr(work.stage());
-        let now = self.now();
-        let ask: Pin<Box<dyn Future<Output = Result<Decision, MailboxError>>>> = match &work {
-            Work::Arrive { execution_id, .. } => Box::pin(addr.send(stage::Arrive {
-                execution_id: execution_id.clone(),
-                now_ms: now,
-            })),
-            Work::Leave {
-                execution_id,
-                reason,
-                ..
-            } => Box::pin(addr.send(stage::Leave {
-                execution_id: execution_id.clone(),
-                reason: *reason,
-                now_ms: now,
-            })),
-            Work::Withdraw { execution_id, .. } => Box::pin(addr.send(stage::Withdraw {
-                execution_id: execution_id.clone(),
-            })),
-            Work::Reenter {
-                execution_id,
-                fence_token,
-                ..
-            } => Box::pin(addr.send(reentry::Reenter {
-                execution_id: execution_id.clone(),
-                fence_token: *fence_token,
-                now_ms: now,
-            })),
-            Work::HandOver { execution_id, .. } => Box::pin(addr.send(reentry::HandOver {
-                holder: execution_id.clone(),
-                now_ms: now,
-            })),
-        };
+        let key = work.key();
+        let addr = self.stage_addr(&key);
+        let now = self.moment(&key);
+        let ask = addr.send(AskAt {
+            ask: work.ask.clone(),
+            now,
+        });
         ctx.wait(ask.into_actor(self).map(move |answer, act, ctx| {
             match answer {
-                Ok(decision) => {
-                    let refused =
-                        matches!(work, Work::Reenter { .. }) && decision.effects.is_empty();
-                    act.apply_decision(work.stage(), decision, &mut txn);
-                    if refused {
-                        act.retry_refused(&work, &mut txn);
+                Ok(Ok(decision)) => act.apply_decision(&key, decision, &mut txn),
+                Ok(Err(refused)) => {
+                    if matches!(work.ask, Ask::Reenter { .. }) {
+                        act.retry_refused(&work, &refused, &mut txn);
                     }
+                    tracing::warn!(pipeline = %act.name, stage = %key.0, lane = %key.1, %refused, ask = ?work.ask, "stage refused")
                 }
                 Err(e) => tracing::error!(pipeline = %act.name, error = %e, "stage actor is gone"),
             }
@@ -240,25 +222,34 @@ impl PipelineActor {
                 ops.push(Op::put_json(Tree::Jobs, id.as_bytes(), job));
             }
         }
-        for stage in &txn.stages {
+        for key in &txn.stages {
+            let (stage, lane) = key;
             let record = StageRecord {
                 pipeline: self.name.clone(),
                 stage: stage.clone(),
-                lock: self.locks.get(stage).cloned().unwrap_or_default(),
+                lane: lane.clone(),
+                lock: self.locks.get(key).cloned().unwrap_or_default(),
             };
-            ops.push(Op::put_json(Tree::Stages, key2(&self.name, stage), &record));
+            ops.push(Op::put_json(
+                Tree::Stages,
+                stage_key(&self.name, stage, lane),
+                &record,
+            ));
         }
         ops.append(&mut txn.writes);
         let store = self.shared.store.clone();
         ctx.wait(
             async move { store.write(ops).await }
                 .into_actor(self)
-                .map(move |result, act, _| act.after_commit(txn, result)),
+                .map(move |result, act, ctx| act.after_commit(txn, result, ctx)),
         );
     }
 
-    fn after_commit(&mut self, txn: Txn, result: Result<(), StoreError>) {
+    fn after_commit(&mut self, txn: Txn, result: Result<(), StoreError>, ctx: &mut Context<Self>) {
         if result.is_ok() {
+            for (key, at_ms) in txn.timers {
+                self.arm_timer(key, at_ms, ctx);
+            }
             for event in txn.events {
                 self.shared.events.publish(event);
             }
@@ -325,6 +316,15 @@ impl Actor for PipelineActor {
         });
         let me = ctx.address().recipient::<JobEvent>();
         self.me = Some(me.clone());
+        // Settle windows that were running when the coordinator stopped are asked again.
+        let mut txn = Txn::default();
+        for ((stage, lane), lock) in &self.locks {
+            if !lock.waiting.is_empty() {
+                txn.work
+                    .push_back(Work::new(stage, lane, crate::stage::actor::Ask::Tick));
+            }
+        }
+        self.run(txn, ctx);
         // Resume what was under way when the coordinator stopped.
         for job in self.jobs.values() {
             match job.status {
@@ -395,15 +395,19 @@ pub struct Redefine {
     pub spec: Arc<PipelineSpec>,
 }
 
-/// A stage's state with the executions it names.
+/// A stage's state in one lane, with why each waiter waits.
 #[derive(Debug, Clone)]
 pub struct StageView {
     /// Stage name.
     pub stage: String,
-    /// Its effective mode.
-    pub mode: crate::pipeline::Mode,
+    /// The lane ("" for the pipeline's single lane or a shared stage).
+    pub lane: String,
+    /// Its policy (effective mode and options).
+    pub policy: StagePolicy,
     /// Its lock state.
     pub lock: StageLock,
+    /// Why each of `lock.waiting` waits, in words, in the same order.
+    pub reasons: Vec<String>,
 }
 
 /// A pipeline's state for `GetPipelineState`.
@@ -413,7 +417,7 @@ pub struct StateView {
     pub pipeline: String,
     /// Definition version.
     pub version: u64,
-    /// Stages in order.
+    /// Stages in order, each of its lanes in lane order.
     pub stages: Vec<StageView>,
     /// Every execution the stages name, by id.
     pub executions: HashMap<String, ExecutionRecord>,
@@ -534,31 +538,25 @@ impl Handler<JobEvent> for PipelineActor {
 
 impl Handler<Redefine> for PipelineActor {
     type Result = ();
-    fn handle(&mut self, msg: Redefine, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Redefine, ctx: &mut Context<Self>) {
         self.version = msg.record.version;
         self.specs.insert(msg.record.version, msg.spec.clone());
-        for s in &msg.spec.stages {
-            if let Some(addr) = self.stages.get(&s.name) {
-                addr.do_send(stage::SetMode(s.effective_mode(msg.spec.mode)));
-            }
-        }
         self.spec = msg.spec;
+        // A new policy (more capacity, no settle) may let waiting executions in now.
+        let mut txn = Txn::default();
+        for ((stage, lane), addr) in &self.stages {
+            addr.do_send(SetPolicy(self.policy_of(stage)));
+            txn.work
+                .push_back(Work::new(stage, lane, crate::stage::actor::Ask::Tick));
+        }
+        self.run(txn, ctx);
     }
 }
 
 impl Handler<GetState> for PipelineActor {
     type Result = MessageResult<GetState>;
     fn handle(&mut self, _: GetState, _: &mut Context<Self>) -> Self::Result {
-        let stages: Vec<StageView> = self
-            .spec
-            .stages
-            .iter()
-            .map(|s| StageView {
-                stage: s.name.clone(),
-                mode: s.effective_mode(self.spec.mode),
-                lock: self.locks.get(&s.name).cloned().unwrap_or_default(),
-            })
-            .collect();
+        let stages = self.stage_views();
         let mut executions = HashMap::new();
         for view in &stages {
             let named = view

@@ -8,10 +8,12 @@
 use actix::prelude::*;
 
 use super::actor::{PipelineActor, answer, reply_once};
+use super::lanes::LaneKey;
 use super::txn::{Txn, Work};
 use crate::error::CoordError;
 use crate::events::Change;
 use crate::pipeline::ApprovalSpec;
+use crate::stage::actor::Ask;
 use crate::store::Tree;
 use crate::store::records::{
     ApprovalRecord, ExecutionRecord, ExecutionStatus, JobStatus, StageStatus,
@@ -226,8 +228,9 @@ impl PipelineActor {
     /// With `follow_latest`: when the holder of `stage` has nothing left but pending
     /// follow-latest approvals and an execution waits in front, the approval moves to the
     /// newest waiter (the holder is superseded).
-    pub(super) fn follow_latest(&mut self, stage: &str, txn: &mut Txn) {
-        let Some(lock) = self.locks.get(stage) else {
+    pub(super) fn follow_latest(&mut self, key: &LaneKey, txn: &mut Txn) {
+        let stage = key.0.as_str();
+        let Some(lock) = self.locks.get(key) else {
             return;
         };
         let (Some(holder), Some(newest)) = (lock.holders.first(), lock.waiting.back()) else {
@@ -290,9 +293,9 @@ impl PipelineActor {
         );
         self.set_stage_status(&holder, stage, StageStatus::Superseded, reason.clone(), txn);
         self.end_execution(&holder, ExecutionStatus::Superseded, reason, txn);
-        txn.work.push_back(Work::HandOver {
+        let ask = Ask::HandOver {
             execution_id: holder,
-            stage: stage.to_string(),
-        });
+        };
+        txn.work.push_back(Work::new(stage, &key.1, ask));
     }
 }

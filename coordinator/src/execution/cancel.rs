@@ -5,6 +5,7 @@ use super::actor::{PipelineActor, StopMode};
 use super::auto_cancel::{self, Candidate, Verdict};
 use super::txn::{Txn, Work};
 use crate::pipeline::CancelStop;
+use crate::stage::actor::Ask;
 use crate::store::records::{ExecutionStatus, PendingCancel, StageStatus};
 
 impl PipelineActor {
@@ -105,11 +106,12 @@ impl PipelineActor {
         let Some(stage) = exec.stages.get(exec.stage_index).map(|r| r.stage.clone()) else {
             return;
         };
+        let lane = self.lane_of_exec(exec, &stage);
         self.set_stage_status(id, &stage, StageStatus::Cancelled, reason.to_string(), txn);
         self.end_execution(id, ExecutionStatus::Cancelled, reason.to_string(), txn);
-        txn.work.push_back(Work::Withdraw {
+        let ask = Ask::Withdraw {
             execution_id: id.to_string(),
-            stage,
-        });
+        };
+        txn.work.push_back(Work::new(&stage, &lane, ask));
     }
 }

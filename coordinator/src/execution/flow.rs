@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use baton_proto::v1 as pb;
 
 use super::actor::{PipelineActor, StopMode};
+use super::lanes::{LaneKey, lane_of};
 use super::progress::{self, JobView, Progress};
 use super::revision;
 use super::txn::{Txn, Work};
 use crate::dispatcher::{JobEvent, JobEventKind, JobSignal};
 use crate::error::CoordError;
 use crate::events::{Change, Event};
-use crate::stage::actor::Decision;
+use crate::stage::actor::{Ask, Decision};
 use crate::stage::rules::{Effect, LeaveReason};
 use crate::store::records::{
     ExecutionRecord, ExecutionStatus, JobRecord, JobStatus, Revision, StageRun, StageStatus,
@@ -107,6 +108,7 @@ impl PipelineActor {
             created_at_ms: now,
             updated_at_ms: now,
             cancel: None,
+            cancelled_by: None,
         };
         txn.events.push(self.event(
             &id,
@@ -115,14 +117,12 @@ impl PipelineActor {
             Change::Execution(ExecutionStatus::InProgress),
             message,
         ));
+        let lane = self.lane_of_exec(&exec, &first);
         self.executions.insert(id.clone(), exec);
         txn.executions.insert(id.clone());
         // Older executions it cancels leave their lines before it arrives.
         self.auto_cancel(&id, txn);
-        txn.work.push_back(Work::Arrive {
-            execution_id: id.clone(),
-            stage: first,
-        });
+        txn.work.push_back(Work::arrive(&id, number, &first, &lane));
         id
     }
 
@@ -176,6 +176,7 @@ impl PipelineActor {
         };
         let event = self.event(exec_id, "", "", Change::Execution(status), message);
         txn.events.push(event);
+        self.recheck_upstream(exec_id, txn);
     }
 
     pub(super) fn number_and_commit(&self, exec_id: &str) -> String {
@@ -239,32 +240,33 @@ impl PipelineActor {
         self.end_execution(exec_id, ExecutionStatus::Superseded, reason, txn);
     }
 
-    /// Applies a stage actor's decision.
-    pub(super) fn apply_decision(&mut self, stage: &str, decision: Decision, txn: &mut Txn) {
-        self.locks.insert(stage.to_string(), decision.lock);
-        txn.stages.insert(stage.to_string());
+    /// Applies a stage actor's decision for stage `key` (of one lane).
+    pub(super) fn apply_decision(&mut self, key: &LaneKey, decision: Decision, txn: &mut Txn) {
+        let stage = key.0.as_str();
+        self.locks.insert(key.clone(), decision.lock);
+        txn.stages.insert(key.clone());
         for effect in decision.effects {
             match effect {
                 Effect::Enter {
                     execution_id,
                     fence_token,
-                } => self.enter(&execution_id, stage, fence_token, txn),
+                } => {
+                    self.unpause(&execution_id, txn);
+                    self.enter(&execution_id, stage, fence_token, txn)
+                }
                 Effect::Wait { execution_id } => {
-                    let holder = self
-                        .locks
-                        .get(stage)
-                        .and_then(|l| l.holders.first())
-                        .map(|h| self.number_and_commit(&h.execution_id))
-                        .unwrap_or_default();
+                    self.unpause(&execution_id, txn);
+                    let why = self.why(key, &execution_id);
                     self.set_stage_status(
                         &execution_id,
                         stage,
                         StageStatus::Waiting,
-                        format!("waits in front of {stage}: lock held by {holder}"),
+                        format!("waits in front of {stage}: {why}"),
                         txn,
                     );
-                    self.follow_latest(stage, txn);
+                    self.follow_latest(key, txn);
                 }
+                Effect::Pause { execution_id } => self.pause(&execution_id, stage, txn),
                 Effect::Supersede { execution_id, by } => {
                     let reason = format!(
                         "superseded by {} in front of {stage}",
@@ -279,6 +281,10 @@ impl PipelineActor {
                     );
                     self.end_execution(&execution_id, ExecutionStatus::Superseded, reason, txn);
                 }
+                Effect::CancelHolder { execution_id, by } => {
+                    self.cancel_holder(&execution_id, &by, stage, txn)
+                }
+                Effect::WakeAt { at_ms } => txn.timers.push((key.clone(), at_ms)),
             }
         }
     }
@@ -426,7 +432,10 @@ impl PipelineActor {
             self.jobs.insert(job.id.clone(), job);
         }
         txn.executions.insert(exec_id.to_string());
-        self.follow_latest(&stage_name, txn);
+        if let Some(exec) = self.executions.get(exec_id) {
+            let key = (stage_name.clone(), self.lane_of_exec(exec, &stage_name));
+            self.follow_latest(&key, txn);
+        }
     }
 
     /// A worker's report about a job. Reports from stale fence tokens are dropped.
@@ -523,22 +532,37 @@ impl PipelineActor {
         let stage = stage_spec.name.clone();
         let reason = exec.status_reason.clone();
         let cancel = exec.cancel.clone();
+        let cancelled = exec.cancelled_by.is_some();
+        let number = exec.number;
         let next_stage = spec.stages.get(index + 1).map(|s| s.name.clone());
         match decision {
             Progress::Running => {}
             Progress::Next(order) => self.start_order(exec_id, index, order, txn),
+            Progress::Stopped if cancelled => {
+                self.set_stage_status(exec_id, &stage, StageStatus::Cancelled, reason.clone(), txn);
+                self.end_execution(exec_id, ExecutionStatus::Cancelled, reason, txn);
+                self.leave(exec_id, &stage, LeaveReason::Cancelled, txn);
+            }
             Progress::Stopped => {
                 // Auto-cancel stops with the stage's on_cancel and ends Cancelled; a stop
                 // someone asked for (even one escalating it) ends Stopped.
-                let (stage_status, status, reason) = match cancel {
-                    Some(c) if !c.at_boundary => {
-                        (StageStatus::Cancelled, ExecutionStatus::Cancelled, c.reason)
-                    }
-                    _ => (StageStatus::Stopped, ExecutionStatus::Stopped, reason),
+                let (stage_status, status, reason, leave) = match cancel {
+                    Some(c) if !c.at_boundary => (
+                        StageStatus::Cancelled,
+                        ExecutionStatus::Cancelled,
+                        c.reason,
+                        LeaveReason::Cancelled,
+                    ),
+                    _ => (
+                        StageStatus::Stopped,
+                        ExecutionStatus::Stopped,
+                        reason,
+                        LeaveReason::Stopped,
+                    ),
                 };
                 self.set_stage_status(exec_id, &stage, stage_status, reason.clone(), txn);
                 self.end_execution(exec_id, status, reason, txn);
-                self.leave(exec_id, &stage, LeaveReason::Stopped, txn);
+                self.leave(exec_id, &stage, leave, txn);
             }
             Progress::Failed(why) => {
                 self.set_stage_status(exec_id, &stage, StageStatus::Failed, why.clone(), txn);
@@ -565,13 +589,13 @@ impl PipelineActor {
                         self.end_execution(exec_id, ExecutionStatus::Cancelled, reason, txn);
                     }
                     Some(next) => {
+                        let mut lane = String::new();
                         if let Some(exec) = self.executions.get_mut(exec_id) {
                             exec.stage_index = index + 1;
+                            lane = lane_of(&spec, &next, &exec.revision.branch);
                         }
-                        txn.work.push_back(Work::Arrive {
-                            execution_id: exec_id.to_string(),
-                            stage: next,
-                        });
+                        txn.work
+                            .push_back(Work::arrive(exec_id, number, &next, &lane));
                     }
                     None => {
                         self.end_execution(exec_id, ExecutionStatus::Succeeded, String::new(), txn)
@@ -582,11 +606,12 @@ impl PipelineActor {
     }
 
     pub(super) fn leave(&mut self, exec_id: &str, stage: &str, reason: LeaveReason, txn: &mut Txn) {
-        txn.work.push_back(Work::Leave {
-            execution_id: exec_id.to_string(),
-            stage: stage.to_string(),
-            reason,
-        });
+        let Some(exec) = self.executions.get(exec_id) else {
+            return;
+        };
+        let lane = self.lane_of_exec(exec, stage);
+        txn.work
+            .push_back(Work::leave(exec_id, stage, &lane, reason));
     }
 
     /// Stops an execution: a waiting one leaves the line at once; one inside a stage drains
@@ -619,22 +644,39 @@ impl PipelineActor {
                 exec.number
             )));
         }
-        let index = exec.stage_index;
-        let run = &exec.stages[index];
-        let stage = run.stage.clone();
-        let status = run.status;
         let why = match (mode, reason.is_empty()) {
             (StopMode::Wait, true) => "stopped (wait)".to_string(),
             (StopMode::Abandon, true) => "stopped (abandon)".to_string(),
             (_, false) => format!("stopped: {reason}"),
         };
+        self.stop_for(exec_id, mode, why, txn)
+    }
+
+    /// Stops a live execution with `why` as its reason (see [`Self::stop`]).
+    pub(super) fn stop_for(
+        &mut self,
+        exec_id: &str,
+        mode: StopMode,
+        why: String,
+        txn: &mut Txn,
+    ) -> Result<(), CoordError> {
+        let Some(exec) = self.executions.get(exec_id) else {
+            return Err(CoordError::NotFound(format!(
+                "execution {exec_id} not found"
+            )));
+        };
+        let index = exec.stage_index;
+        let run = &exec.stages[index];
+        let stage = run.stage.clone();
+        let status = run.status;
         if matches!(status, StageStatus::Waiting | StageStatus::Pending) {
+            let lane = self.lane_of_exec(exec, &stage);
             self.set_stage_status(exec_id, &stage, StageStatus::Stopped, why.clone(), txn);
             self.end_execution(exec_id, ExecutionStatus::Stopped, why, txn);
-            txn.work.push_back(Work::Withdraw {
+            let ask = Ask::Withdraw {
                 execution_id: exec_id.to_string(),
-                stage,
-            });
+            };
+            txn.work.push_back(Work::new(&stage, &lane, ask));
             return Ok(());
         }
         // A stop someone asks for replaces auto-cancel's verdict: it ends Stopped.

@@ -6,6 +6,8 @@ pub mod approval;
 pub mod auto_cancel;
 mod cancel;
 mod flow;
+pub mod lanes;
+pub mod policies;
 pub mod retry;
 pub use flow::short;
 pub mod progress;

@@ -11,6 +11,7 @@ use super::txn::{Txn, Work};
 use crate::error::CoordError;
 use crate::events::Change;
 use crate::pipeline::parse_pipeline_file;
+use crate::stage::actor::Ask;
 use crate::stage::reentry;
 use crate::store::records::{ExecutionRecord, ExecutionStatus, JobRecord, JobStatus, StageStatus};
 use crate::store::{Tree, key_num};
@@ -103,7 +104,12 @@ impl PipelineActor {
             .find(|s| s.name == current)
             .map(|s| s.effective_mode(self.spec.mode))
             .unwrap_or(self.spec.mode);
-        let lock = self.locks.get(&current).cloned().unwrap_or_default();
+        let lane = self.lane_of_exec(&exec, &current);
+        let lock = self
+            .locks
+            .get(&(current.clone(), lane.clone()))
+            .cloned()
+            .unwrap_or_default();
         if let Some(why) = reentry::refusal(&lock, mode, run.fence_token) {
             return precondition(format!(
                 "execution #{n} cannot be retried in `{current}`: {}",
@@ -139,24 +145,19 @@ impl PipelineActor {
         if !msg.all_actions {
             txn.retry_failed_only.insert(msg.execution_id.clone());
         }
-        txn.work.push_back(Work::Reenter {
+        let ask = Ask::Reenter {
             execution_id: msg.execution_id.clone(),
-            stage: current,
             fence_token,
-        });
+        };
+        txn.work.push_back(Work::new(&current, &lane, ask));
         Ok(())
     }
 
     /// The stage refused a retried execution after all (it was taken in between): it ends
     /// Failed again.
-    pub(super) fn retry_refused(&mut self, work: &Work, txn: &mut Txn) {
-        if let Work::Reenter {
-            execution_id,
-            stage,
-            ..
-        } = work
-        {
-            let reason = format!("retry refused: {stage} was taken before it could re-enter");
+    pub(super) fn retry_refused(&mut self, work: &Work, refused: &str, txn: &mut Txn) {
+        if let Ask::Reenter { execution_id, .. } = &work.ask {
+            let reason = format!("retry refused in {}: {refused}", work.stage);
             self.end_execution(execution_id, ExecutionStatus::Failed, reason, txn);
         }
     }

@@ -3,65 +3,61 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
+use super::lanes::LaneKey;
 use crate::dispatcher::JobSignal;
 use crate::events::Event;
+use crate::stage::actor::Ask;
 use crate::stage::rules::LeaveReason;
 use crate::store::StoreError;
 
-/// A question for a stage actor, answered before the transaction commits.
+/// A question for one stage (of one lane), answered before the transaction commits.
 #[derive(Debug, Clone)]
-pub enum Work {
-    /// The execution arrives in front of stage `stage`.
-    Arrive {
-        /// The execution.
-        execution_id: String,
-        /// Stage name.
-        stage: String,
-    },
-    /// The execution leaves stage `stage`, which it holds.
-    Leave {
-        /// The execution.
-        execution_id: String,
-        /// Stage name.
-        stage: String,
-        /// Why.
-        reason: LeaveReason,
-    },
-    /// The execution, stopped while waiting, leaves the line in front of `stage`.
-    Withdraw {
-        /// The execution.
-        execution_id: String,
-        /// Stage name.
-        stage: String,
-    },
-    /// The retried execution re-takes `stage`, which it left with `fence_token`.
-    Reenter {
-        /// The execution.
-        execution_id: String,
-        /// Stage name.
-        stage: String,
-        /// The fence token it held there.
-        fence_token: u64,
-    },
-    /// The holder's pending `follow_latest` approval moves to the newest waiter of `stage`.
-    HandOver {
-        /// The holder.
-        execution_id: String,
-        /// Stage name.
-        stage: String,
-    },
+pub struct Work {
+    /// Stage name.
+    pub stage: String,
+    /// The lane ("" for the pipeline's single lane or a shared stage).
+    pub lane: String,
+    /// The question.
+    pub ask: Ask,
 }
 
 impl Work {
-    /// The stage the work is for.
-    pub fn stage(&self) -> &str {
-        match self {
-            Work::Arrive { stage, .. }
-            | Work::Leave { stage, .. }
-            | Work::Withdraw { stage, .. }
-            | Work::Reenter { stage, .. }
-            | Work::HandOver { stage, .. } => stage,
+    /// The execution (number `number`) arrives in front of `stage` in `lane`.
+    pub fn arrive(execution_id: &str, number: u64, stage: &str, lane: &str) -> Self {
+        Self::new(
+            stage,
+            lane,
+            Ask::Arrive {
+                execution_id: execution_id.to_string(),
+                number,
+            },
+        )
+    }
+
+    /// The execution leaves `stage` in `lane`, which it holds.
+    pub fn leave(execution_id: &str, stage: &str, lane: &str, reason: LeaveReason) -> Self {
+        Self::new(
+            stage,
+            lane,
+            Ask::Leave {
+                execution_id: execution_id.to_string(),
+                reason,
+            },
+        )
+    }
+
+    /// A question `ask` for `stage` in `lane`.
+    pub fn new(stage: &str, lane: &str, ask: Ask) -> Self {
+        Self {
+            stage: stage.to_string(),
+            lane: lane.to_string(),
+            ask,
         }
+    }
+
+    /// The stage and lane the work is for.
+    pub fn key(&self) -> LaneKey {
+        (self.stage.clone(), self.lane.clone())
     }
 }
 
@@ -75,8 +71,8 @@ pub struct Txn {
     pub executions: BTreeSet<String>,
     /// Jobs to write.
     pub jobs: BTreeSet<String>,
-    /// Stages to write.
-    pub stages: BTreeSet<String>,
+    /// Stages (of lanes) to write.
+    pub stages: BTreeSet<LaneKey>,
     /// Events to publish after the commit.
     pub events: Vec<Event>,
     /// Jobs to hand to the dispatcher after the commit.
@@ -87,6 +83,8 @@ pub struct Txn {
     pub signals: Vec<(String, JobSignal)>,
     /// Stage questions still to ask.
     pub work: VecDeque<Work>,
+    /// Timers to arm after the commit: ask the stage again at this time (Unix ms).
+    pub timers: Vec<(LaneKey, i64)>,
     /// Answers to send after the commit.
     pub replies: Vec<Reply>,
     /// Retried executions that run again only the actions that did not succeed, by id.

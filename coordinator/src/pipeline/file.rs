@@ -58,6 +58,8 @@ struct RawPipeline {
     #[serde(default)]
     mode: Option<Spanned<String>>,
     #[serde(default)]
+    lanes: Option<Spanned<String>>,
+    #[serde(default)]
     stages: Option<Spanned<Vec<Spanned<RawStage>>>>,
     #[serde(default)]
     auto_cancel: Option<Spanned<RawAutoCancel>>,
@@ -71,6 +73,18 @@ struct RawStage {
     name: Spanned<String>,
     #[serde(default)]
     mode: Option<Spanned<String>>,
+    #[serde(default)]
+    order: Option<Spanned<String>>,
+    #[serde(default)]
+    capacity: Option<Spanned<u32>>,
+    #[serde(default)]
+    when_busy: Option<Spanned<String>>,
+    #[serde(default)]
+    settle: Option<Spanned<String>>,
+    #[serde(default)]
+    max_wait: Option<Spanned<String>>,
+    #[serde(default)]
+    lane: Option<Spanned<String>>,
     #[serde(default)]
     actions: Option<Spanned<Vec<Spanned<RawAction>>>>,
     #[serde(default)]
@@ -125,6 +139,9 @@ impl<'de> Deserialize<'de> for Pairs {
 #[path = "file_exec_policy.rs"]
 mod exec_policy;
 use exec_policy::{RawApproval, RawAutoCancel};
+#[path = "file_policy.rs"]
+mod policy;
+use policy::StageOptions;
 
 fn pos<T>(s: &Spanned<T>) -> Pos {
     Pos::from_location(&s.referenced)
@@ -160,6 +177,7 @@ impl Cx<'_> {
         let raw = raw.value;
         let name = self.name("pipeline", &raw.name)?;
         let mode = self.mode(raw.mode)?.unwrap_or_default();
+        let lanes = self.keyword(raw.lanes)?.unwrap_or_default();
         let Some(stages) = raw.stages else {
             return Err(self.err(
                 at,
@@ -176,7 +194,7 @@ impl Cx<'_> {
         let mut out = Vec::with_capacity(stages.value.len());
         for stage in stages.value {
             let at = pos(&stage.value.name);
-            let spec = self.stage(stage)?;
+            let spec = self.stage(stage, mode)?;
             if let Some(first) = seen.get(&spec.name) {
                 return Err(self.err(
                     at,
@@ -195,17 +213,35 @@ impl Cx<'_> {
         Ok(PipelineSpec {
             name,
             mode,
+            lanes,
             stages: out,
             auto_cancel,
             concurrency_key,
         })
     }
 
-    fn stage(&self, raw: Spanned<RawStage>) -> Result<StageSpec, PipelineFileError> {
+    fn stage(
+        &self,
+        raw: Spanned<RawStage>,
+        pipeline_mode: Mode,
+    ) -> Result<StageSpec, PipelineFileError> {
         let at = pos(&raw);
         let raw = raw.value;
         let name = self.name("stage", &raw.name)?;
         let mode = self.mode(raw.mode)?;
+        let effective = mode.unwrap_or(pipeline_mode);
+        let options = self.stage_options(
+            &name,
+            effective,
+            StageOptions {
+                order: raw.order,
+                capacity: raw.capacity,
+                when_busy: raw.when_busy,
+                settle: raw.settle,
+                max_wait: raw.max_wait,
+                lane: raw.lane,
+            },
+        )?;
         let Some(actions) = raw.actions else {
             return Err(self.err(
                 at,
@@ -242,6 +278,7 @@ impl Cx<'_> {
             actions: out,
             uninterruptible: raw.interruptible.is_some_and(|i| !i.value),
             on_cancel: self.on_cancel(raw.on_cancel)?,
+            ..options
         })
     }
 
@@ -387,6 +424,7 @@ stages:
         let expected = PipelineSpec {
             name: "web-app".into(),
             mode: Mode::Queued,
+            lanes: Default::default(),
             stages: vec![
                 StageSpec {
                     name: "build".into(),
@@ -413,8 +451,7 @@ stages:
                             approval: None,
                         },
                     ],
-                    uninterruptible: false,
-                    on_cancel: Default::default(),
+                    ..Default::default()
                 },
                 StageSpec {
                     name: "deploy".into(),
@@ -429,8 +466,7 @@ stages:
                         env: BTreeMap::new(),
                         approval: None,
                     }],
-                    uninterruptible: false,
-                    on_cancel: Default::default(),
+                    ..Default::default()
                 },
             ],
             auto_cancel: Default::default(),
@@ -469,8 +505,8 @@ stages:
         let e = parse_err("name: a\nmdoe: queued\nstages: []\n");
         assert_eq!(
             e.to_string(),
-            "p.yaml:2:1: unknown key `mdoe`; expected one of name, mode, stages, auto_cancel, \
-             concurrency_key (did you mean `mode`?)\n  |\n2 | mdoe: queued\n  | ^^^^"
+            "p.yaml:2:1: unknown key `mdoe`; expected one of name, mode, lanes, stages, \
+             auto_cancel, concurrency_key (did you mean `mode`?)\n  |\n2 | mdoe: queued\n  | ^^^^"
         );
     }
 

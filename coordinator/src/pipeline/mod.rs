@@ -6,9 +6,11 @@ pub mod file;
 pub mod model;
 pub mod proto;
 pub mod rules;
+pub mod stage_options;
 
 pub use file::{PipelineFileError, parse_pipeline_file};
 pub use model::{
     ActionSpec, ApprovalSpec, AutoCancel, CancelStop, ConcurrencyKey, Condition,
-    DEFAULT_APPROVAL_TIMEOUT, DEFAULT_GRACE, Mode, PipelineSpec, StageSpec,
+    DEFAULT_APPROVAL_TIMEOUT, DEFAULT_GRACE, DEFAULT_MAX_WAIT_FACTOR, LaneScope, Lanes, Mode,
+    PipelineSpec, QueueOrder, Settle, StageSpec, WhenBusy,
 };

@@ -18,13 +18,73 @@ pub enum Mode {
     Parallel,
 }
 
+/// Which execution of a QUEUED stage's line enters next (pipeline file `order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueOrder {
+    /// Oldest arrival first; none overtakes another. The default.
+    #[default]
+    Fifo,
+    /// Newest execution first, and the stage holds off while a newer execution of the same
+    /// lane is still in an earlier stage (it will want in soon).
+    NewestFirst,
+    /// Newest execution among those already waiting in front of the stage.
+    NewestReadyFirst,
+}
+
+/// What a newer execution does when it finds the stage held (pipeline file `when_busy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenBusy {
+    /// It waits in the inbound slot and enters after the holder. The default.
+    #[default]
+    Supersede,
+    /// It is Paused in front of the stage until a person resumes it.
+    Pause,
+    /// It stops the holder, then enters once the holder has left.
+    CancelRunning,
+}
+
+/// How a pipeline's executions share stage locks (pipeline file `lanes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lanes {
+    /// One set of stage locks for the whole pipeline. The default.
+    #[default]
+    Single,
+    /// Each branch has its own stage locks (stages marked `lane: shared` excepted).
+    Branch,
+}
+
+/// Whether a stage follows its pipeline's lanes (pipeline file `lane`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LaneScope {
+    /// One lock per lane of the pipeline. The default.
+    #[default]
+    PerLane,
+    /// One lock across every lane (a shared dev server).
+    Shared,
+}
+
+/// A trailing-edge debounce in front of a stage (pipeline file `settle` and `max_wait`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settle {
+    /// An execution enters only once no newer one arrived for this long.
+    pub window: Duration,
+    /// ... and never later than this after the first execution of the burst arrived.
+    /// Default: five times `window`.
+    pub max_wait: Duration,
+}
+
+/// How many times `settle` the default `max_wait` is.
+pub const DEFAULT_MAX_WAIT_FACTOR: u32 = 5;
+
 /// A whole pipeline: ordered stages.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PipelineSpec {
     /// Unique pipeline name (letters, digits, `-`, `_`, `.`).
     pub name: String,
     /// The pipeline's mode. Default: SUPERSEDED.
     pub mode: Mode,
+    /// One set of stage locks, or one per branch. Default: [`Lanes::Single`].
+    pub lanes: Lanes,
     /// Stages, run in this order; at least one.
     pub stages: Vec<StageSpec>,
     /// What a new execution cancels among older ones of the same concurrency key.
@@ -35,12 +95,23 @@ pub struct PipelineSpec {
 }
 
 /// One stage: a set of actions behind one lock.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct StageSpec {
     /// Unique within the pipeline.
     pub name: String,
     /// Overrides the pipeline's mode when set. Default: the pipeline's.
     pub mode: Option<Mode>,
+    /// Which waiting execution enters next (QUEUED stages only). Default: FIFO.
+    pub order: Option<QueueOrder>,
+    /// How many executions may hold the stage at once (QUEUED stages only). Default: 1.
+    pub capacity: Option<u32>,
+    /// What a newer arrival does when the stage is held (SUPERSEDED stages only).
+    /// Default: [`WhenBusy::Supersede`].
+    pub when_busy: WhenBusy,
+    /// Debounce in front of the stage (SUPERSEDED stages only). Default: none.
+    pub settle: Option<Settle>,
+    /// Whether the stage has a lock per lane or one shared lock. Default: per lane.
+    pub lane: LaneScope,
     /// At least one action.
     pub actions: Vec<ActionSpec>,
     /// True for stages auto-cancel must never interrupt (a deploy; `interruptible: false` in

@@ -12,7 +12,8 @@ use baton_proto::v1::{
 
 use super::model::{
     ActionSpec, ApprovalSpec, AutoCancel, CancelStop, ConcurrencyKey, Condition,
-    DEFAULT_APPROVAL_TIMEOUT, Mode, PipelineSpec, StageSpec,
+    DEFAULT_APPROVAL_TIMEOUT, DEFAULT_MAX_WAIT_FACTOR, LaneScope, Lanes, Mode, PipelineSpec,
+    QueueOrder, Settle, StageSpec, WhenBusy,
 };
 
 /// The protobuf enum value for a mode.
@@ -45,6 +46,11 @@ pub fn to_proto(spec: &PipelineSpec) -> PipelineDefinition {
         name: spec.name.clone(),
         mode: mode_to_proto(spec.mode).into(),
         stages: spec.stages.iter().map(stage_to_proto).collect(),
+        lanes: match spec.lanes {
+            Lanes::Single => pb::Lanes::Single,
+            Lanes::Branch => pb::Lanes::Branch,
+        }
+        .into(),
         auto_cancel: Some(pb::AutoCancel {
             queued: spec.auto_cancel.queued.as_ref().map(rule_to_proto),
             running: spec.auto_cancel.running.as_ref().map(rule_to_proto),
@@ -87,6 +93,25 @@ fn stage_to_proto(stage: &StageSpec) -> StageDefinition {
             CancelStop::Drain => pb::CancelStop::Drain,
         }
         .into(),
+        order: stage
+            .order
+            .map_or(pb::QueueOrder::Unspecified, |o| match o {
+                QueueOrder::Fifo => pb::QueueOrder::Fifo,
+                QueueOrder::NewestFirst => pb::QueueOrder::NewestFirst,
+                QueueOrder::NewestReadyFirst => pb::QueueOrder::NewestReadyFirst,
+            }) as i32,
+        capacity: stage.capacity.unwrap_or(0),
+        when_busy: match stage.when_busy {
+            WhenBusy::Supersede => pb::WhenBusy::Supersede,
+            WhenBusy::Pause => pb::WhenBusy::Pause,
+            WhenBusy::CancelRunning => pb::WhenBusy::CancelRunning,
+        } as i32,
+        settle_ms: stage.settle.map_or(0, |s| millis(s.window)),
+        max_wait_ms: stage.settle.map_or(0, |s| millis(s.max_wait)),
+        lane: match stage.lane {
+            LaneScope::PerLane => pb::LaneScope::PerLane,
+            LaneScope::Shared => pb::LaneScope::Shared,
+        } as i32,
     }
 }
 
@@ -116,6 +141,16 @@ pub fn from_proto(def: &PipelineDefinition) -> Result<PipelineSpec, String> {
         mode: mode_from_proto(def.mode)
             .map_err(|e| format!("pipeline `{}`: {e}", def.name))?
             .unwrap_or_default(),
+        lanes: match pb::Lanes::try_from(def.lanes) {
+            Ok(pb::Lanes::Unspecified | pb::Lanes::Single) => Lanes::Single,
+            Ok(pb::Lanes::Branch) => Lanes::Branch,
+            Err(_) => {
+                return Err(format!(
+                    "pipeline `{}`: unknown lanes {}",
+                    def.name, def.lanes
+                ));
+            }
+        },
         stages: def
             .stages
             .iter()
@@ -145,9 +180,43 @@ pub fn from_proto(def: &PipelineDefinition) -> Result<PipelineSpec, String> {
 }
 
 fn stage_from_proto(stage: &StageDefinition) -> Result<StageSpec, String> {
+    let bad = |what: &str, v: i32| format!("stage `{}`: unknown {what} {v}", stage.name);
+    let order = match pb::QueueOrder::try_from(stage.order) {
+        Ok(pb::QueueOrder::Unspecified) => None,
+        Ok(pb::QueueOrder::Fifo) => Some(QueueOrder::Fifo),
+        Ok(pb::QueueOrder::NewestFirst) => Some(QueueOrder::NewestFirst),
+        Ok(pb::QueueOrder::NewestReadyFirst) => Some(QueueOrder::NewestReadyFirst),
+        Err(_) => return Err(bad("order", stage.order)),
+    };
+    let when_busy = match pb::WhenBusy::try_from(stage.when_busy) {
+        Ok(pb::WhenBusy::Unspecified | pb::WhenBusy::Supersede) => WhenBusy::Supersede,
+        Ok(pb::WhenBusy::Pause) => WhenBusy::Pause,
+        Ok(pb::WhenBusy::CancelRunning) => WhenBusy::CancelRunning,
+        Err(_) => return Err(bad("when_busy", stage.when_busy)),
+    };
+    let lane = match pb::LaneScope::try_from(stage.lane) {
+        Ok(pb::LaneScope::Unspecified | pb::LaneScope::PerLane) => LaneScope::PerLane,
+        Ok(pb::LaneScope::Shared) => LaneScope::Shared,
+        Err(_) => return Err(bad("lane", stage.lane)),
+    };
+    let settle = (stage.settle_ms > 0).then(|| {
+        let window = Duration::from_millis(stage.settle_ms);
+        Settle {
+            window,
+            max_wait: match stage.max_wait_ms {
+                0 => window * DEFAULT_MAX_WAIT_FACTOR,
+                ms => Duration::from_millis(ms),
+            },
+        }
+    });
     Ok(StageSpec {
         name: stage.name.clone(),
         mode: mode_from_proto(stage.mode).map_err(|e| format!("stage `{}`: {e}", stage.name))?,
+        order,
+        capacity: (stage.capacity > 0).then_some(stage.capacity),
+        when_busy,
+        settle,
+        lane,
         actions: stage.actions.iter().map(action_from_proto).collect(),
         uninterruptible: stage.interruptible == Some(false),
         on_cancel: match pb::CancelStop::try_from(stage.on_cancel) {
@@ -204,6 +273,7 @@ mod tests {
         PipelineSpec {
             name: "web-app".into(),
             mode: Mode::Queued,
+            lanes: Default::default(),
             stages: vec![
                 StageSpec {
                     name: "build".into(),
@@ -220,6 +290,7 @@ mod tests {
                         action("lint", 1),
                         action("package", 2),
                     ],
+                    ..Default::default()
                 },
                 StageSpec {
                     name: "deploy".into(),
@@ -228,8 +299,7 @@ mod tests {
                         grace: Duration::ZERO,
                         ..action("ship", 1)
                     }],
-                    uninterruptible: false,
-                    on_cancel: CancelStop::Abandon,
+                    ..Default::default()
                 },
                 StageSpec {
                     name: "smoke".into(),
@@ -248,6 +318,7 @@ mod tests {
                     ],
                     uninterruptible: true,
                     on_cancel: CancelStop::Drain,
+                    ..Default::default()
                 },
             ],
             auto_cancel: AutoCancel {

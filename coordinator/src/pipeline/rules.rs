@@ -309,6 +309,8 @@ impl PipelineSpec {
         let mut seen = HashSet::new();
         for stage in &self.stages {
             stage.validate()?;
+            super::stage_options::check_stage_options(stage, stage.effective_mode(self.mode))
+                .map_err(|e| format!("stage `{}`: {e}", stage.name))?;
             if !seen.insert(stage.name.as_str()) {
                 return Err(format!(
                     "pipeline `{}` has two stages named `{}`; stage names must be unique",

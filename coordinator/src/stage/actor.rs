@@ -1,24 +1,27 @@
-//! The stage actor: owns one stage's lock state and answers with the rules' decisions.
+//! The stage actor: owns one stage's (one lane's) lock state and answers with the rules'
+//! decisions.
 //!
 //! The pipeline actor asks; the stage actor decides (through [`super::rules`]) and returns the
 //! effects together with its new state, which the pipeline actor persists in the same batch as
-//! the executions the effects change. It never does I/O itself.
+//! the executions the effects change. It never does I/O itself, and never reads a clock: the
+//! time comes with every question.
 
 use actix::prelude::*;
 
-use super::rules::{self, Effect, LeaveReason, StageLock};
-use crate::pipeline::Mode;
+use super::policy::StagePolicy;
+use super::reentry;
+use super::rules::{self, Effect, LeaveReason, Now, StageLock, Transition};
 
 /// One stage (of one lane) of one pipeline.
 pub struct StageActor {
-    mode: Mode,
+    policy: StagePolicy,
     lock: StageLock,
 }
 
 impl StageActor {
-    /// A stage in `mode` starting from `lock` (as stored).
-    pub fn new(mode: Mode, lock: StageLock) -> Self {
-        Self { mode, lock }
+    /// A stage with `policy` starting from `lock` (as stored).
+    pub fn new(policy: StagePolicy, lock: StageLock) -> Self {
+        Self { policy, lock }
     }
 }
 
@@ -35,91 +38,105 @@ pub struct Decision {
     pub lock: StageLock,
 }
 
-/// Asks the stage what happens to an execution that arrives in front of it.
-#[derive(Message)]
-#[rtype(result = "Decision")]
-pub struct Arrive {
-    /// The execution.
-    pub execution_id: String,
-    /// Now (Unix ms).
-    pub now_ms: i64,
+/// A question for the stage; every one is answered with a [`Decision`].
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Decision, String>")]
+pub enum Ask {
+    /// An execution arrives in front of the stage.
+    Arrive {
+        /// The execution.
+        execution_id: String,
+        /// Its number (higher is newer).
+        number: u64,
+    },
+    /// The holder leaves.
+    Leave {
+        /// The execution.
+        execution_id: String,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// A waiting execution leaves the line (it was stopped while inbound).
+    Withdraw {
+        /// The execution.
+        execution_id: String,
+    },
+    /// A person resumes a paused execution; refused (in words) when it is not paused here.
+    Resume {
+        /// The execution.
+        execution_id: String,
+    },
+    /// The transition into the stage is enabled or disabled.
+    SetTransition(Transition),
+    /// A timer fired, or something upstream changed: let in whoever may enter.
+    Tick,
+    /// A retried execution re-takes the stage it left with `fence_token`; refused (in
+    /// words) once another execution has entered since or while the stage is busy.
+    Reenter {
+        /// The execution.
+        execution_id: String,
+        /// The fence token it held there.
+        fence_token: u64,
+    },
+    /// The holder's pending `follow_latest` approval moves to the newest waiter.
+    HandOver {
+        /// The holder.
+        execution_id: String,
+    },
 }
 
-/// Tells the stage its holder leaves.
-#[derive(Message)]
-#[rtype(result = "Decision")]
-pub struct Leave {
-    /// The execution.
-    pub execution_id: String,
-    /// Why.
-    pub reason: LeaveReason,
-    /// Now (Unix ms).
-    pub now_ms: i64,
+/// [`Ask`] with the moment it is asked.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Decision, String>")]
+pub struct AskAt {
+    /// The question.
+    pub ask: Ask,
+    /// The time and what is upstream.
+    pub now: Now,
 }
 
-/// Takes a waiting execution out of the line (it was stopped while inbound).
-#[derive(Message)]
-#[rtype(result = "Decision")]
-pub struct Withdraw {
-    /// The execution.
-    pub execution_id: String,
-}
-
-/// Changes the stage's mode (a new pipeline version).
+/// Changes the stage's policy (a new pipeline version).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SetMode(pub Mode);
+pub struct SetPolicy(pub StagePolicy);
 
-impl Handler<Arrive> for StageActor {
-    type Result = MessageResult<Arrive>;
-    fn handle(&mut self, msg: Arrive, _: &mut Context<Self>) -> Self::Result {
-        let effects = rules::arrive(&mut self.lock, self.mode, &msg.execution_id, msg.now_ms);
-        MessageResult(self.decision(effects))
-    }
-}
-
-impl Handler<Leave> for StageActor {
-    type Result = MessageResult<Leave>;
-    fn handle(&mut self, msg: Leave, _: &mut Context<Self>) -> Self::Result {
-        let effects = rules::leave(
-            &mut self.lock,
-            self.mode,
-            &msg.execution_id,
-            msg.reason,
-            msg.now_ms,
-        );
-        MessageResult(self.decision(effects))
-    }
-}
-
-impl Handler<Withdraw> for StageActor {
-    type Result = MessageResult<Withdraw>;
-    fn handle(&mut self, msg: Withdraw, _: &mut Context<Self>) -> Self::Result {
-        rules::withdraw(&mut self.lock, &msg.execution_id);
-        MessageResult(self.decision(Vec::new()))
-    }
-}
-
-impl Handler<SetMode> for StageActor {
-    type Result = ();
-    fn handle(&mut self, msg: SetMode, _: &mut Context<Self>) {
-        self.mode = msg.0;
-    }
-}
-
-impl StageActor {
-    fn decision(&self, effects: Vec<Effect>) -> Decision {
-        Decision {
+impl Handler<AskAt> for StageActor {
+    type Result = MessageResult<AskAt>;
+    fn handle(&mut self, msg: AskAt, _: &mut Context<Self>) -> Self::Result {
+        let (lock, p, now) = (&mut self.lock, &self.policy, msg.now);
+        let effects = match msg.ask {
+            Ask::Arrive {
+                execution_id,
+                number,
+            } => Ok(rules::arrive(lock, p, &execution_id, number, now)),
+            Ask::Leave {
+                execution_id,
+                reason,
+            } => Ok(rules::leave(lock, p, &execution_id, reason, now)),
+            Ask::Withdraw { execution_id } => Ok(rules::withdraw(lock, p, &execution_id, now)),
+            Ask::Resume { execution_id } => rules::resume(lock, p, &execution_id, now),
+            Ask::SetTransition(t) => Ok(rules::set_transition(lock, p, t, now)),
+            Ask::Tick => Ok(rules::tick(lock, p, now)),
+            Ask::Reenter {
+                execution_id,
+                fence_token,
+            } => {
+                reentry::reenter(lock, p.mode, &execution_id, fence_token, now.ms).map(|e| vec![e])
+            }
+            Ask::HandOver { execution_id } => {
+                Ok(reentry::hand_over_to_newest(lock, &execution_id, now.ms))
+            }
+        };
+        MessageResult(effects.map(|effects| Decision {
             effects,
             lock: self.lock.clone(),
-        }
+        }))
     }
 }
 
-impl StageActor {
-    /// The stage's mode and lock, for the decisions kept outside [`rules`] (see
-    /// [`super::reentry`]).
-    pub(super) fn parts(&mut self) -> (Mode, &mut StageLock) {
-        (self.mode, &mut self.lock)
+impl Handler<SetPolicy> for StageActor {
+    type Result = ();
+    fn handle(&mut self, msg: SetPolicy, _: &mut Context<Self>) {
+        self.policy = msg.0;
     }
 }

@@ -1,11 +1,8 @@
 //! Entering a stage outside the arrival line: a failed or stopped execution that is retried
 //! re-takes the lock it left ([`reenter`]), and a pending `follow_latest` approval hands the
 //! lock to the newest execution waiting in front ([`hand_over_to_newest`]). Pure functions
-//! over the stage's lock, plus the two stage-actor messages that apply them.
+//! over the stage's lock, asked through the stage actor (`Ask::Reenter`, `Ask::HandOver`).
 
-use actix::prelude::*;
-
-use super::actor::{Decision, StageActor};
 use super::rules::{Effect, Holder, LeaveReason, Outcome, StageLock};
 use crate::pipeline::Mode;
 
@@ -15,6 +12,7 @@ fn enter(lock: &mut StageLock, execution_id: &str, now_ms: i64) -> Effect {
         execution_id: execution_id.to_string(),
         since_ms: now_ms,
         fence_token: lock.fence_token,
+        cancelled_by: None,
     });
     Effect::Enter {
         execution_id: execution_id.to_string(),
@@ -93,64 +91,23 @@ pub fn hand_over_to_newest(lock: &mut StageLock, holder: &str, now_ms: i64) -> V
     effects
 }
 
-/// Asks the stage to let a retried execution back in.
-#[derive(Message)]
-#[rtype(result = "Decision")]
-pub struct Reenter {
-    /// The execution.
-    pub execution_id: String,
-    /// The fence token it held in the stage.
-    pub fence_token: u64,
-    /// Now (Unix ms).
-    pub now_ms: i64,
-}
-
-/// Tells the stage its holder's pending approval moves to the newest waiter.
-#[derive(Message)]
-#[rtype(result = "Decision")]
-pub struct HandOver {
-    /// The holder.
-    pub holder: String,
-    /// Now (Unix ms).
-    pub now_ms: i64,
-}
-
-impl Handler<Reenter> for StageActor {
-    type Result = MessageResult<Reenter>;
-    fn handle(&mut self, msg: Reenter, _: &mut Context<Self>) -> Self::Result {
-        let (mode, lock) = self.parts();
-        let effects = reenter(lock, mode, &msg.execution_id, msg.fence_token, msg.now_ms)
-            .map(|e| vec![e])
-            .unwrap_or_default();
-        MessageResult(Decision {
-            effects,
-            lock: lock.clone(),
-        })
-    }
-}
-
-impl Handler<HandOver> for StageActor {
-    type Result = MessageResult<HandOver>;
-    fn handle(&mut self, msg: HandOver, _: &mut Context<Self>) -> Self::Result {
-        let (_, lock) = self.parts();
-        let effects = hand_over_to_newest(lock, &msg.holder, msg.now_ms);
-        MessageResult(Decision {
-            effects,
-            lock: lock.clone(),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stage::rules::{self, Waiter};
+    use crate::stage::policy::StagePolicy;
+    use crate::stage::rules::{self, Now, Waiter};
 
     fn failed_in(mode: Mode) -> (StageLock, u64) {
         let mut lock = StageLock::default();
-        rules::arrive(&mut lock, mode, "e1", 0);
+        rules::arrive(&mut lock, &StagePolicy::of_mode(mode), "e1", 1, Now::at(0));
         let fence = lock.fence_token;
-        rules::leave(&mut lock, mode, "e1", LeaveReason::Failed, 1);
+        rules::leave(
+            &mut lock,
+            &StagePolicy::of_mode(mode),
+            "e1",
+            LeaveReason::Failed,
+            Now::at(1),
+        );
         (lock, fence)
     }
 
@@ -171,10 +128,22 @@ mod tests {
     #[test]
     fn retry_is_refused_once_another_execution_entered() {
         let (mut lock, fence) = failed_in(Mode::Queued);
-        rules::arrive(&mut lock, Mode::Queued, "e2", 3);
+        rules::arrive(
+            &mut lock,
+            &StagePolicy::of_mode(Mode::Queued),
+            "e2",
+            2,
+            Now::at(3),
+        );
         let why = reenter(&mut lock, Mode::Queued, "e1", fence, 4).expect_err("refused");
         assert!(why.contains("another execution has entered"), "{why}");
-        rules::leave(&mut lock, Mode::Queued, "e2", LeaveReason::Succeeded, 5);
+        rules::leave(
+            &mut lock,
+            &StagePolicy::of_mode(Mode::Queued),
+            "e2",
+            LeaveReason::Succeeded,
+            Now::at(5),
+        );
         assert!(reenter(&mut lock, Mode::Queued, "e1", fence, 6).is_err());
         assert!(!lock.holds("e1"));
     }
@@ -185,6 +154,8 @@ mod tests {
         lock.waiting.push_back(Waiter {
             execution_id: "e2".into(),
             since_ms: 3,
+            number: 2,
+            paused: false,
         });
         let why = reenter(&mut lock, Mode::Superseded, "e1", fence, 4).expect_err("busy");
         assert!(why.contains("busy"), "{why}");
@@ -193,9 +164,27 @@ mod tests {
     #[test]
     fn hand_over_supersedes_older_waiters_and_admits_the_newest() {
         let mut lock = StageLock::default();
-        rules::arrive(&mut lock, Mode::Queued, "e1", 0);
-        rules::arrive(&mut lock, Mode::Queued, "e2", 1);
-        rules::arrive(&mut lock, Mode::Queued, "e3", 2);
+        rules::arrive(
+            &mut lock,
+            &StagePolicy::of_mode(Mode::Queued),
+            "e1",
+            3,
+            Now::at(0),
+        );
+        rules::arrive(
+            &mut lock,
+            &StagePolicy::of_mode(Mode::Queued),
+            "e2",
+            4,
+            Now::at(1),
+        );
+        rules::arrive(
+            &mut lock,
+            &StagePolicy::of_mode(Mode::Queued),
+            "e3",
+            5,
+            Now::at(2),
+        );
         let effects = hand_over_to_newest(&mut lock, "e1", 3);
         assert_eq!(
             effects,

@@ -178,6 +178,10 @@ pub struct ExecutionRecord {
     /// whether it waits for the end of an `interruptible: false` stage first.
     #[serde(default)]
     pub cancel: Option<PendingCancel>,
+    /// Set when a newer execution stopped this one (`when_busy: cancel_running`): it ends
+    /// Cancelled, not Stopped, once its jobs have ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
 }
 
 /// Auto-cancel's verdict on an execution that is still inside a stage.
@@ -216,6 +220,9 @@ pub struct StageRecord {
     pub pipeline: String,
     /// Stage name.
     pub stage: String,
+    /// The lane ("" for the pipeline's single lane or a shared stage).
+    #[serde(default)]
+    pub lane: String,
     /// The lock state the rules work on.
     pub lock: StageLock,
 }
