@@ -232,8 +232,7 @@ stages:
         ))
         .await;
     let id = cluster.start_execution("slow", "main", "s1").await;
-    let job_id = cluster.wait_job_running("slow", &id, "build").await;
-    cluster.wait_for_log(&job_id, "started").await;
+    cluster.wait_job_running("slow", &id, "build").await;
     let c = &cluster;
     let stop = |mode: pb::StopMode| {
         let id = id.clone();
