@@ -1,7 +1,8 @@
 //! Lanes and QUEUED capacity through the gRPC API with real workers: `lanes: branch` gives each
 //! branch its own stage locks and fence tokens while a `lane: shared` stage (a shared dev
 //! server) is one lock across branches; `capacity: 2` lets two executions share a QUEUED stage,
-//! the third waiting its turn in arrival order.
+//! the third waiting its turn in arrival order; `order: newest_first` keeps a QUEUED stage free
+//! for a newer execution still in an earlier stage.
 
 use baton_proto::v1 as pb;
 use baton_tests::{TestCluster, stage_is, stage_lane};
@@ -127,5 +128,73 @@ stages:
     }
     let state = cluster.state("perf").await;
     assert_eq!(stage_lane(&state, "bench", "").fence_token, 3);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newest_first_keeps_the_stage_for_a_newer_execution_still_building() {
+    let cluster = TestCluster::start(3).await;
+    let dir = cluster.scratch.path().display();
+    cluster
+        .apply(&format!(
+            r#"
+name: rel
+stages:
+  - name: build
+    mode: parallel
+    actions:
+      - name: compile
+        run: [ "until [ -f {dir}/gate-build-$BATON_COMMIT ]; do sleep 0.02; done" ]
+  - name: deploy
+    mode: queued
+    order: newest_first
+    actions:
+      - name: ship
+        run: [ "until [ -f {dir}/gate-deploy-$BATON_COMMIT ]; do sleep 0.02; done" ]
+"#
+        ))
+        .await;
+    let e1 = cluster.start_execution("rel", "main", "c1").await;
+    cluster.open_gate("build-c1");
+    cluster.wait_job_running("rel", &e1, "deploy").await;
+    let e2 = cluster.start_execution("rel", "main", "c2").await;
+    let e3 = cluster.start_execution("rel", "main", "c3").await;
+    cluster.wait_job_running("rel", &e3, "build").await;
+    cluster.open_gate("build-c2");
+    cluster
+        .wait_until("rel", &e2, "c2 waiting at deploy", |e| {
+            stage_is(e, "deploy", pb::StageStatus::Waiting)
+        })
+        .await;
+
+    // c1 leaves; c2 is ready but c3, newer, is still building: the stage waits for it.
+    cluster.open_gate("deploy-c1");
+    cluster
+        .wait_status("rel", &e1, pb::ExecutionStatus::Succeeded)
+        .await;
+    let state = cluster.state("rel").await;
+    let deploy = stage_lane(&state, "deploy", "");
+    assert!(deploy.lock.is_none(), "{deploy:#?}");
+    assert_eq!(
+        deploy.waiting[0].reason,
+        "held for #3, a newer execution still in an earlier stage"
+    );
+    cluster.open_gate("build-c3");
+    cluster.wait_job_running("rel", &e3, "deploy").await;
+    let state = cluster.state("rel").await;
+    assert_eq!(
+        stage_lane(&state, "deploy", "").waiting[0].reason,
+        "lock held by #3 (c3)"
+    );
+    // QUEUED: the older one is not skipped; it deploys after the newest.
+    cluster.open_gate("deploy-c3");
+    cluster.open_gate("deploy-c2");
+    let e3 = cluster
+        .wait_status("rel", &e3, pb::ExecutionStatus::Succeeded)
+        .await;
+    let e2 = cluster
+        .wait_status("rel", &e2, pb::ExecutionStatus::Succeeded)
+        .await;
+    assert_eq!((e3.stages[1].fence_token, e2.stages[1].fence_token), (2, 3));
     cluster.shutdown().await;
 }
