@@ -35,6 +35,14 @@ pub enum StartError {
         /// What went wrong.
         message: String,
     },
+    /// The store's schema version does not fit this build.
+    #[error("cannot use the store in {path}: {source}")]
+    Schema {
+        /// The data directory.
+        path: String,
+        /// What is wrong with it.
+        source: crate::store::schema::SchemaError,
+    },
     /// The stored state could not be loaded.
     #[error("cannot load the stored state: {0}")]
     Load(String),
@@ -114,6 +122,15 @@ pub async fn run_with_clock(
         message: e.to_string(),
     })?;
     let engine = Arc::new(SledEngine::open(&config.data_dir).map_err(store_err)?);
+    match crate::store::schema::prepare(engine.as_ref()) {
+        Ok(prepared) => tracing::info!(?prepared, "store schema"),
+        Err(source) => {
+            return Err(StartError::Schema {
+                path: config.data_dir.display().to_string(),
+                source,
+            });
+        }
+    }
     let (store, writer) = Store::start(engine).map_err(store_err)?;
     let actors = ActorSystem::start()?;
     let logs = Arc::new(LogHub::new(store.clone()));

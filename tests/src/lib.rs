@@ -14,6 +14,9 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+mod watch;
+pub use watch::{collect_until, is_execution_status, is_job_status};
+
 /// How long any wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -235,6 +238,7 @@ impl TestCluster {
             .await
             .watch_pipeline(pb::WatchPipelineRequest {
                 pipeline: pipeline.into(),
+                since: None,
             })
             .await
             .expect("watch")

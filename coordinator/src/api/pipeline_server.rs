@@ -181,11 +181,12 @@ impl PipelineService for PipelineApi {
             req.limit as usize
         };
         let store = &self.registry.shared().store;
+        // Newest first is a reverse range scan of the pipeline's history index.
         let ids = store
-            .scan_prefix(Tree::ExecutionIndex, &prefix(&req.pipeline))
+            .scan_last(Tree::ExecutionIndex, &prefix(&req.pipeline), limit)
             .map_err(CoordError::from)?;
         let mut executions = Vec::new();
-        for (_, id) in ids.iter().rev().take(limit) {
+        for (_, id) in &ids {
             if let Ok(exec) = self.execution(&String::from_utf8_lossy(id)) {
                 executions.push(self.execution_proto(&exec));
             }
@@ -201,17 +202,31 @@ impl PipelineService for PipelineApi {
         &self,
         req: Request<pb::WatchPipelineRequest>,
     ) -> Result<Response<Self::WatchPipelineStream>, Status> {
-        let pipeline = req.into_inner().pipeline;
+        let req = req.into_inner();
+        let pipeline = req.pipeline;
         self.registry.record(&pipeline)?;
-        let events =
-            tokio_stream::wrappers::BroadcastStream::new(self.registry.shared().events.subscribe());
-        let shutdown = self.shutdown.clone().cancelled_owned();
-        let events = events.filter_map(move |e| match e {
-            Ok(e) if e.pipeline == pipeline => Some(Ok(convert::event(&e))),
-            Ok(_) => None,
-            Err(_) => Some(Err(Status::data_loss("watcher fell behind; watch again"))),
+        let shared = self.registry.shared();
+        let last = crate::events::last_seq(&shared.store, &pipeline).map_err(CoordError::from)?;
+        let after = match req.since {
+            None => last,
+            Some(since) if since <= last => since,
+            Some(since) => {
+                return Err(Status::out_of_range(format!(
+                    "since {since} is past the last event of pipeline '{pipeline}' ({last}); watch again with since {last} or without since"
+                )));
+            }
+        };
+        let events = crate::events::watch(
+            shared.store.clone(),
+            &shared.events,
+            pipeline,
+            after,
+            self.shutdown.clone(),
+        );
+        let stream = tokio_stream::wrappers::ReceiverStream::new(events).map(|e| match e {
+            Ok(e) => Ok(convert::event(&e)),
+            Err(e) => Err(Status::from(CoordError::from(e))),
         });
-        let stream = futures::StreamExt::take_until(events, shutdown);
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -23,7 +23,7 @@ use crate::stage::rules::StageLock;
 use crate::store::records::{
     ExecutionRecord, JobRecord, JobStatus, PipelineRecord, Revision, StageRecord,
 };
-use crate::store::{Op, Store, StoreError, Tree, key_num, key2, prefix};
+use crate::store::{Op, Store, StoreError, Tree, key_num, key_num_suffix, key2, prefix};
 
 /// What every pipeline actor shares.
 #[derive(Clone)]
@@ -53,6 +53,8 @@ pub struct PipelineActor {
     /// Jobs of those executions.
     pub(super) jobs: HashMap<String, JobRecord>,
     pub(super) next_number: u64,
+    /// The sequence number the next event of this pipeline gets (durable, gapless).
+    pub(super) next_seq: u64,
     pub(super) shared: Shared,
     /// This actor's address for job reports (set when started).
     me: Option<Recipient<JobEvent>>,
@@ -71,14 +73,18 @@ impl PipelineActor {
         let mut specs = HashMap::from([(record.version, spec.clone())]);
         let mut executions = HashMap::new();
         let mut jobs = HashMap::new();
-        let mut next_number = 1;
-        for (_, id) in store.scan_prefix(Tree::ExecutionIndex, &prefix(&record.name))? {
-            let id = String::from_utf8_lossy(&id).to_string();
+        // Only the executions that have not ended are read (a range scan), not the history.
+        let next_number = store
+            .scan_last(Tree::ExecutionIndex, &prefix(&record.name), 1)?
+            .first()
+            .and_then(|(k, _)| key_num_suffix(k))
+            .map_or(1, |n| n + 1);
+        for (key, _) in store.scan_prefix(Tree::LiveExecutions, &prefix(&record.name))? {
+            let id = String::from_utf8_lossy(&key[record.name.len() + 1..]).to_string();
             let Some(exec) = store.get_json::<ExecutionRecord>(Tree::Executions, id.as_bytes())?
             else {
                 continue;
             };
-            next_number = next_number.max(exec.number + 1);
             if exec.status.is_final() {
                 continue;
             }
@@ -103,6 +109,11 @@ impl PipelineActor {
             }
             executions.insert(id, exec);
         }
+        let next_seq = store
+            .scan_last(Tree::Events, &prefix(&record.name), 1)?
+            .first()
+            .and_then(|(k, _)| key_num_suffix(k))
+            .map_or(1, |n| n + 1);
         let mut locks = HashMap::new();
         for rec in store.scan_json::<StageRecord>(Tree::Stages, &prefix(&record.name))? {
             locks.insert(rec.stage, rec.lock);
@@ -117,6 +128,7 @@ impl PipelineActor {
             executions,
             jobs,
             next_number,
+            next_seq,
             shared,
             me: None,
         })
@@ -184,7 +196,7 @@ impl PipelineActor {
         }));
     }
 
-    fn commit(&mut self, txn: Txn, ctx: &mut Context<Self>) {
+    fn commit(&mut self, mut txn: Txn, ctx: &mut Context<Self>) {
         let mut ops = Vec::new();
         for id in &txn.executions {
             if let Some(exec) = self.executions.get(id) {
@@ -194,7 +206,24 @@ impl PipelineActor {
                     key_num(&self.name, exec.number),
                     id.as_bytes().to_vec(),
                 ));
+                let live = key2(&self.name, id);
+                ops.push(if exec.status.is_final() {
+                    Op::Delete(Tree::LiveExecutions, live)
+                } else {
+                    Op::Put(Tree::LiveExecutions, live, Vec::new())
+                });
             }
+        }
+        // Each event gets its number here and is stored in the same batch as its change.
+        let first_seq = self.next_seq;
+        for event in &mut txn.events {
+            event.seq = self.next_seq;
+            self.next_seq += 1;
+            ops.push(Op::put_json(
+                Tree::Events,
+                key_num(&self.name, event.seq),
+                &*event,
+            ));
         }
         for id in &txn.jobs {
             if let Some(job) = self.jobs.get(id) {
@@ -213,11 +242,15 @@ impl PipelineActor {
         ctx.wait(
             async move { store.write(ops).await }
                 .into_actor(self)
-                .map(move |result, act, _| act.after_commit(txn, result)),
+                .map(move |result, act, _| act.after_commit(txn, first_seq, result)),
         );
     }
 
-    fn after_commit(&mut self, txn: Txn, result: Result<(), StoreError>) {
+    fn after_commit(&mut self, txn: Txn, first_seq: u64, result: Result<(), StoreError>) {
+        if result.is_err() {
+            // Nothing of this batch is stored: its numbers are free again.
+            self.next_seq = first_seq;
+        }
         if result.is_ok() {
             for event in txn.events {
                 self.shared.events.publish(event);

@@ -76,4 +76,28 @@ impl Engine for SledEngine {
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine_err))
             .collect()
     }
+
+    fn scan_from(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<KeyValues, StoreError> {
+        self.tree(tree)
+            .range(start.max(prefix)..)
+            .take_while(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+            .take(limit)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine_err))
+            .collect()
+    }
+
+    fn scan_last(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<KeyValues, StoreError> {
+        self.tree(tree)
+            .scan_prefix(prefix)
+            .rev()
+            .take(limit)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine_err))
+            .collect()
+    }
 }
