@@ -15,5 +15,5 @@ mod server;
 pub mod stage;
 pub mod store;
 
-pub use config::CoordinatorConfig;
+pub use config::{CoordinatorConfig, Retention};
 pub use server::{StartError, run};

@@ -133,7 +133,7 @@ pub async fn run_with_clock(
     }
     let (store, writer) = Store::start(engine).map_err(store_err)?;
     let actors = ActorSystem::start()?;
-    let logs = Arc::new(LogHub::new(store.clone()));
+    let logs = Arc::new(LogHub::new(store.clone(), config.log_cap_bytes));
     let timing = DispatchTiming {
         offer_timeout: config.offer_timeout,
         lease: config.lease,
