@@ -102,6 +102,15 @@ pub fn last_seq(store: &Store, pipeline: &str) -> Result<u64, StoreError> {
         .unwrap_or(0))
 }
 
+/// The number of the oldest stored event of `pipeline` (0 if none).
+pub fn first_seq(store: &Store, pipeline: &str) -> Result<u64, StoreError> {
+    Ok(store
+        .scan_from(Tree::Events, &prefix(pipeline), &prefix(pipeline), 1)?
+        .first()
+        .and_then(|(k, _)| key_num_suffix(k))
+        .unwrap_or(0))
+}
+
 /// Events replayed from the store per read.
 const REPLAY_PAGE: usize = 512;
 

@@ -11,6 +11,7 @@ pub mod execution;
 pub mod logs;
 pub mod pipeline;
 pub mod registry;
+pub mod retention;
 mod server;
 pub mod stage;
 pub mod store;

@@ -155,6 +155,12 @@ pub async fn run_with_clock(
         .load_all()
         .map_err(|e| StartError::Load(e.to_string()))?;
     tracing::info!(pipelines = loaded, data_dir = %config.data_dir.display(), "store loaded");
+    let retention = tokio::spawn(crate::retention::run(
+        store.clone(),
+        config.retention.clone(),
+        registry.shared().clock.clone(),
+        shutdown.clone(),
+    ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -199,6 +205,7 @@ pub async fn run_with_clock(
         .await;
     drop(actors);
     drop(store);
+    let _ = retention.await;
     // Whatever is still queued is written before the engine closes; session tasks still
     // holding the store end with the shutdown token, so this is quick.
     if tokio::time::timeout(Duration::from_secs(10), writer.closed())

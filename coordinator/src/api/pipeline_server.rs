@@ -209,7 +209,19 @@ impl PipelineService for PipelineApi {
         let last = crate::events::last_seq(&shared.store, &pipeline).map_err(CoordError::from)?;
         let after = match req.since {
             None => last,
-            Some(since) if since <= last => since,
+            Some(since) if since <= last => {
+                let first =
+                    crate::events::first_seq(&shared.store, &pipeline).map_err(CoordError::from)?;
+                if since > 0 && since + 1 < first {
+                    return Err(Status::out_of_range(format!(
+                        "events {} to {} of pipeline '{pipeline}' were removed by retention; read its state again and watch with since {}",
+                        since + 1,
+                        first - 1,
+                        first - 1
+                    )));
+                }
+                since
+            }
             Some(since) => {
                 return Err(Status::out_of_range(format!(
                     "since {since} is past the last event of pipeline '{pipeline}' ({last}); watch again with since {last} or without since"
