@@ -14,6 +14,7 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+mod fleet;
 mod watch;
 pub use watch::{collect_until, is_execution_status, is_job_status};
 
