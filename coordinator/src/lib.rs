@@ -2,6 +2,7 @@
 //! the durable store, served over gRPC. `main.rs`, `baton up` and the tests all call [`run`].
 
 pub mod api;
+pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod dispatcher;

@@ -26,9 +26,7 @@ use crate::store::{SledEngine, Store};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The store could not be opened.
-    #[error(
-        "cannot open the store in {path}: {message}. Nothing was changed; check the directory's permissions, or that no other coordinator uses it"
-    )]
+    #[error("cannot open the store in {path}: {message}")]
     Store {
         /// The data directory.
         path: String,
@@ -119,7 +117,7 @@ pub async fn run_with_clock(
     };
     std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::Store {
         path: config.data_dir.display().to_string(),
-        message: e.to_string(),
+        message: format!("{e}; check that the directory can be created by this user"),
     })?;
     let engine = Arc::new(SledEngine::open(&config.data_dir).map_err(store_err)?);
     match crate::store::schema::prepare(engine.as_ref()) {
@@ -176,6 +174,7 @@ pub async fn run_with_clock(
         registry,
         logs: logs.clone(),
         shutdown: shutdown.clone(),
+        data_dir: config.data_dir.clone(),
     };
     let agent_api = AgentApi {
         dispatcher,

@@ -26,6 +26,8 @@ pub struct PipelineApi {
     pub logs: Arc<LogHub>,
     /// Ends every stream when the coordinator shuts down.
     pub shutdown: CancellationToken,
+    /// The store's directory (BackupStore checks the caller means this one).
+    pub data_dir: std::path::PathBuf,
 }
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -325,5 +327,42 @@ impl PipelineService for PipelineApi {
             })
             .collect();
         Ok(Response::new(pb::ListWorkersResponse { workers }))
+    }
+
+    async fn backup_store(
+        &self,
+        req: Request<pb::BackupStoreRequest>,
+    ) -> Result<Response<pb::BackupStoreResponse>, Status> {
+        let req = req.into_inner();
+        let ours = std::fs::canonicalize(&self.data_dir).unwrap_or(self.data_dir.clone());
+        if !req.data_dir.is_empty()
+            && std::fs::canonicalize(&req.data_dir).ok().as_ref() != Some(&ours)
+        {
+            return Err(Status::failed_precondition(format!(
+                "this coordinator's store is {}, not {}",
+                ours.display(),
+                req.data_dir
+            )));
+        }
+        let path = std::path::PathBuf::from(&req.path);
+        if !path.is_absolute() {
+            return Err(Status::invalid_argument(
+                "the backup path must be absolute (it is written on the coordinator's host)",
+            ));
+        }
+        let summary = self
+            .registry
+            .shared()
+            .store
+            .exclusive(move |engine| crate::backup::write_file(engine, &path))
+            .await
+            .map_err(CoordError::from)?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::BackupStoreResponse {
+            entries: summary.entries,
+            bytes: summary.bytes,
+            schema_version: summary.schema_version.unwrap_or(0),
+            data_dir: ours.display().to_string(),
+        }))
     }
 }

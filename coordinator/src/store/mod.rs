@@ -122,6 +122,9 @@ pub enum StoreError {
         /// The decoding error.
         message: String,
     },
+    /// The store will not open (the message says which file and what to do).
+    #[error("{0}")]
+    Open(String),
     /// The writer thread is gone (the coordinator is shutting down).
     #[error("the store is closed")]
     Closed,
@@ -162,6 +165,14 @@ struct WriteRequest {
     done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
 }
 
+/// Work for the writer thread that runs alone, between two batches.
+type Exclusive = Box<dyn FnOnce(&dyn Engine) + Send>;
+
+enum Request {
+    Write(WriteRequest),
+    Exclusive(Exclusive),
+}
+
 /// The writer thread's end: lets the owner wait until every write is done and the engine is
 /// closed (so the data directory can be opened again).
 pub struct StoreWriter {
@@ -179,7 +190,7 @@ impl StoreWriter {
 #[derive(Clone)]
 pub struct Store {
     engine: Arc<dyn Engine>,
-    writer: mpsc::Sender<WriteRequest>,
+    writer: mpsc::Sender<Request>,
 }
 
 impl Store {
@@ -194,7 +205,7 @@ impl Store {
         engine: Arc<dyn Engine>,
         mode: CommitMode,
     ) -> Result<(Store, StoreWriter), StoreError> {
-        let (tx, rx) = mpsc::channel::<WriteRequest>();
+        let (tx, rx) = mpsc::channel::<Request>();
         let (closed_tx, closed) = tokio::sync::oneshot::channel();
         let writer_engine = engine.clone();
         std::thread::Builder::new()
@@ -215,7 +226,7 @@ impl Store {
         }
         let (done, rx) = tokio::sync::oneshot::channel();
         self.writer
-            .send(WriteRequest { ops, done })
+            .send(Request::Write(WriteRequest { ops, done }))
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -224,7 +235,22 @@ impl Store {
     /// data nobody is acknowledged for, such as log chunks).
     pub fn write_detached(&self, ops: Vec<Op>) {
         let (done, _) = tokio::sync::oneshot::channel();
-        let _ = self.writer.send(WriteRequest { ops, done });
+        let _ = self.writer.send(Request::Write(WriteRequest { ops, done }));
+    }
+
+    /// Runs `work` on the writer thread between two batches, with no write in between: a
+    /// consistent view of every tree (what an online backup reads). Writes wait meanwhile.
+    pub async fn exclusive<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&dyn Engine) -> R + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.writer
+            .send(Request::Exclusive(Box::new(move |engine| {
+                let _ = done.send(work(engine));
+            })))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)
     }
 
     /// Reads one key.
@@ -296,15 +322,34 @@ fn decode<T: serde::de::DeserializeOwned>(tree: Tree, bytes: &[u8]) -> Result<T,
     })
 }
 
-fn write_loop(engine: &dyn Engine, rx: mpsc::Receiver<WriteRequest>, mode: CommitMode) {
-    while let Ok(first) = rx.recv() {
+fn write_loop(engine: &dyn Engine, rx: mpsc::Receiver<Request>, mode: CommitMode) {
+    let mut carried = None;
+    loop {
+        let first = match carried.take() {
+            Some(request) => request,
+            None => match rx.recv() {
+                Ok(request) => request,
+                Err(_) => return,
+            },
+        };
+        let first = match first {
+            Request::Exclusive(work) => {
+                work(engine);
+                continue;
+            }
+            Request::Write(write) => write,
+        };
+        let mut count = first.ops.len();
         let mut batch = vec![first];
-        let mut count = batch[0].ops.len();
         while mode == CommitMode::Group && count < MAX_BATCH_OPS {
             match rx.try_recv() {
-                Ok(next) => {
+                Ok(Request::Write(next)) => {
                     count += next.ops.len();
                     batch.push(next);
+                }
+                Ok(exclusive) => {
+                    carried = Some(exclusive);
+                    break;
                 }
                 Err(_) => break,
             }
