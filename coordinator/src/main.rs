@@ -25,6 +25,15 @@ struct Args {
     /// How often workers send a heartbeat.
     #[arg(long, env = "BATON_HEARTBEAT", default_value = "5s", value_parser = humantime::parse_duration)]
     heartbeat: Duration,
+    /// Most bytes of one job's log kept; the rest is dropped with a marker line (e.g. 64MiB).
+    #[arg(long, env = "BATON_LOG_CAP", default_value = "64MiB", value_parser = parse_size)]
+    log_cap: u64,
+    /// Remove finished executions older than this (`0s`: keep regardless of age).
+    #[arg(long, env = "BATON_RETAIN_FOR", default_value = "30days", value_parser = humantime::parse_duration)]
+    retain_for: Duration,
+    /// Keep at most this many newest executions per pipeline (0: any number).
+    #[arg(long, env = "BATON_RETAIN_PER_PIPELINE", default_value_t = 1000)]
+    retain_per_pipeline: usize,
     /// Log format: text or json.
     #[arg(long, env = "BATON_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -74,6 +83,10 @@ fn main() -> std::process::ExitCode {
     let mut config = CoordinatorConfig::new(&args.data_dir);
     config.lease = args.lease;
     config.heartbeat_interval = args.heartbeat;
+    config.log_cap_bytes = args.log_cap;
+    config.retention.max_age = (!args.retain_for.is_zero()).then_some(args.retain_for);
+    config.retention.keep_per_pipeline =
+        (args.retain_per_pipeline > 0).then_some(args.retain_per_pipeline);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -177,4 +190,24 @@ fn admin(command: Command) -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `64MiB`, `512KiB`, `1GiB` or a number of bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (number, unit) = t
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((t, ""), |i| t.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size; write e.g. 64MiB, 512KiB or 1048576"))?;
+    let scale = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?}; use KiB, MiB or GiB")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
