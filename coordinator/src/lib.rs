@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod backup;
+pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod dispatcher;

@@ -63,6 +63,19 @@ enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Measures the store: transitions/s (group commit vs a flush per write), start latency,
+    /// start-up time with a large history. Prints figures; uses a scratch directory.
+    Bench {
+        /// Finished executions in the store for the start-up figure.
+        #[arg(long, default_value_t = 100_000)]
+        executions: usize,
+        /// Pipelines they belong to.
+        #[arg(long, default_value_t = 1_000)]
+        pipelines: usize,
+        /// StartPipelineExecution calls per latency figure.
+        #[arg(long, default_value_t = 400)]
+        starts: usize,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -166,7 +179,21 @@ fn admin(command: Command) -> std::process::ExitCode {
                             out.display()
                         )
                     })
+                    .map_err(|e| e.to_string())
             }
+            Command::Bench {
+                executions,
+                pipelines,
+                starts,
+            } => baton_coordinator::bench::run(baton_coordinator::bench::BenchConfig {
+                executions,
+                pipelines,
+                starts,
+                ..Default::default()
+            })
+            .await
+            .map(|()| "bench done".to_string())
+            .map_err(|e| e.to_string()),
             Command::Restore { input, data_dir } => backup::restore_dir(&input, &data_dir).map(|s| {
                 format!(
                     "restored {} entries ({} bytes, schema version {}) from {} into {}; start with --data-dir {}",
@@ -177,7 +204,8 @@ fn admin(command: Command) -> std::process::ExitCode {
                     data_dir.display(),
                     data_dir.display()
                 )
-            }),
+            })
+            .map_err(|e| e.to_string()),
         }
     });
     match done {
