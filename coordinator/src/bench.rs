@@ -71,6 +71,7 @@ fn execution(pipeline: &str, number: u64, status: ExecutionStatus, at_ms: i64) -
             commit: format!("{number:040x}"),
             message: "a commit message of ordinary length".into(),
             trigger: "bench".into(),
+            order: 0,
         },
         status,
         status_reason: String::new(),
@@ -221,6 +222,7 @@ async fn start_latencies(addr: &str, clients: usize, starts: usize) -> BenchResu
                                 commit: format!("c{n}"),
                                 ..Default::default()
                             }),
+                            ..Default::default()
                         })
                         .await?;
                     took.push(t.elapsed());

@@ -27,6 +27,7 @@ async fn start_three(coordinator: &Coordinator) -> Vec<String> {
                     commit: commit.into(),
                     ..Default::default()
                 }),
+                ..Default::default()
             })
             .await
             .expect("start")

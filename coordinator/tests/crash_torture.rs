@@ -163,6 +163,7 @@ async fn push(addr: String, first: u64, stop: CancellationToken) -> Vec<String> 
                     commit: format!("c{n}"),
                     ..Default::default()
                 }),
+                ..Default::default()
             })
             .await;
         match started {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use super::revision::EndedOrders;
 use super::txn::{Txn, Work};
 use crate::clock::SharedClock;
 use crate::dispatcher::{Adopt, Cancel, Dispatcher, Enqueue, JobEvent, Signal};
@@ -21,7 +22,8 @@ use crate::pipeline::{PipelineSpec, parse_pipeline_file};
 use crate::stage::actor::{self as stage, Decision, StageActor};
 use crate::stage::rules::StageLock;
 use crate::store::records::{
-    ExecutionRecord, JobRecord, JobStatus, PipelineRecord, Revision, StageRecord,
+    ExecutionRecord, JobRecord, JobStatus, PipelineRecord, RequestTokenRecord, Revision,
+    StageRecord,
 };
 use crate::store::{Op, Store, StoreError, Tree, key_num, key_num_suffix, key2, prefix};
 
@@ -55,6 +57,8 @@ pub struct PipelineActor {
     pub(super) next_number: u64,
     /// The sequence number the next event of this pipeline gets (durable, gapless).
     pub(super) next_seq: u64,
+    /// Revision orders of ended executions that still outrank older arrivals.
+    pub(super) ended_orders: EndedOrders,
     pub(super) shared: Shared,
     /// This actor's address for job reports (set when started).
     me: Option<Recipient<JobEvent>>,
@@ -73,12 +77,17 @@ impl PipelineActor {
         let mut specs = HashMap::from([(record.version, spec.clone())]);
         let mut executions = HashMap::new();
         let mut jobs = HashMap::new();
-        // Only the executions that have not ended are read (a range scan), not the history.
+        // Only the executions that have not ended are read (a range scan), not the history;
+        // what ended ones still decide is stored apart (ended revision orders).
         let next_number = store
             .scan_last(Tree::ExecutionIndex, &prefix(&record.name), 1)?
             .first()
             .and_then(|(k, _)| key_num_suffix(k))
             .map_or(1, |n| n + 1);
+        let mut ended_orders = store
+            .get_json::<Vec<(String, usize, u64)>>(Tree::EndedOrders, record.name.as_bytes())?
+            .map(EndedOrders::from_entries)
+            .unwrap_or_default();
         for (key, _) in store.scan_prefix(Tree::LiveExecutions, &prefix(&record.name))? {
             let id = String::from_utf8_lossy(&key[record.name.len() + 1..]).to_string();
             let Some(exec) = store.get_json::<ExecutionRecord>(Tree::Executions, id.as_bytes())?
@@ -86,6 +95,7 @@ impl PipelineActor {
                 continue;
             };
             if exec.status.is_final() {
+                ended_orders.record(&exec.revision.branch, &exec);
                 continue;
             }
             if let std::collections::hash_map::Entry::Vacant(slot) =
@@ -129,6 +139,7 @@ impl PipelineActor {
             jobs,
             next_number,
             next_seq,
+            ended_orders,
             shared,
             me: None,
         })
@@ -167,6 +178,15 @@ impl PipelineActor {
         let Some(work) = txn.work.pop_front() else {
             return self.commit(txn, ctx);
         };
+        if let Work::Arrive {
+            execution_id,
+            stage,
+        } = &work
+            && let Some(reason) = self.too_old_for(execution_id, stage)
+        {
+            self.supersede_on_arrival(execution_id, stage, reason, &mut txn);
+            return self.run(txn, ctx);
+        }
         let addr = self.stage_addr(work.stage());
         let now = self.now();
         let ask: Pin<Box<dyn Future<Output = Result<Decision, MailboxError>>>> = match &work {
@@ -214,6 +234,24 @@ impl PipelineActor {
                 });
             }
         }
+        // Ended executions' revision orders are stored with the batch that ends them.
+        let ending: Vec<&ExecutionRecord> = txn
+            .executions
+            .iter()
+            .filter_map(|id| self.executions.get(id))
+            .filter(|e| e.status.is_final() && e.revision.order != 0)
+            .collect();
+        if !ending.is_empty() {
+            let mut orders = self.ended_orders.clone();
+            for exec in ending {
+                orders.record(&exec.revision.branch, exec);
+            }
+            ops.push(Op::put_json(
+                Tree::EndedOrders,
+                self.name.as_bytes(),
+                &orders.to_entries(),
+            ));
+        }
         // Each event gets its number here and is stored in the same batch as its change.
         let first_seq = self.next_seq;
         for event in &mut txn.events {
@@ -238,6 +276,7 @@ impl PipelineActor {
             };
             ops.push(Op::put_json(Tree::Stages, key2(&self.name, stage), &record));
         }
+        ops.append(&mut txn.writes);
         let store = self.shared.store.clone();
         ctx.wait(
             async move { store.write(ops).await }
@@ -279,6 +318,7 @@ impl PipelineActor {
             .collect();
         for id in ended {
             if let Some(exec) = self.executions.remove(&id) {
+                self.ended_orders.record(&exec.revision.branch, &exec);
                 for run in exec.stages {
                     for job in run.jobs {
                         self.jobs.remove(&job);
@@ -327,12 +367,26 @@ impl Actor for PipelineActor {
     }
 }
 
-/// Starts an execution; answers its id once it is durable.
+/// How long a client request token keeps answering with the execution it started: 24 h.
+pub const REQUEST_TOKEN_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Starts an execution; answers once it is durable.
 #[derive(Message)]
-#[rtype(result = "Result<String, CoordError>")]
+#[rtype(result = "Result<Started, CoordError>")]
 pub struct Start {
     /// The source revision.
     pub revision: Revision,
+    /// Idempotency key; empty = none.
+    pub client_request_token: String,
+}
+
+/// The answer to [`Start`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// The execution.
+    pub execution_id: String,
+    /// True when the token matched an earlier call and nothing new started.
+    pub deduplicated: bool,
 }
 
 /// How to stop an execution.
@@ -411,13 +465,60 @@ async fn answer<T>(
     rx.await.map_err(|_| CoordError::Unavailable)?
 }
 
+impl PipelineActor {
+    /// The execution an earlier call with this token started, while the token is retained.
+    fn earlier_start(&self, token: &str) -> Result<Option<String>, CoordError> {
+        let key = key2(&self.name, token);
+        let earlier = self
+            .shared
+            .store
+            .get_json::<RequestTokenRecord>(Tree::RequestTokens, &key)?;
+        Ok(earlier
+            .filter(|r| self.now() - r.at_ms < REQUEST_TOKEN_RETENTION_MS)
+            .map(|r| r.execution_id))
+    }
+}
+
 impl Handler<Start> for PipelineActor {
-    type Result = ResponseFuture<Result<String, CoordError>>;
+    type Result = ResponseFuture<Result<Started, CoordError>>;
     fn handle(&mut self, msg: Start, ctx: &mut Context<Self>) -> Self::Result {
+        let token = msg.client_request_token;
+        if !token.is_empty() {
+            // Messages are handled one at a time to the end, so a retry racing the first
+            // call finds the token once the first call has committed.
+            match self.earlier_start(&token) {
+                Ok(Some(execution_id)) => {
+                    return Box::pin(async move {
+                        Ok(Started {
+                            execution_id,
+                            deduplicated: true,
+                        })
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => return Box::pin(async move { Err(e) }),
+            }
+        }
         let mut txn = Txn::default();
         let id = self.create_execution(msg.revision, &mut txn);
+        if !token.is_empty() {
+            let record = RequestTokenRecord {
+                execution_id: id.clone(),
+                at_ms: self.now(),
+            };
+            txn.writes.push(Op::put_json(
+                Tree::RequestTokens,
+                key2(&self.name, &token),
+                &record,
+            ));
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        reply_once(&mut txn, tx, move |_| Ok(id));
+        reply_once(&mut txn, tx, move |_| {
+            Ok(Started {
+                execution_id: id,
+                deduplicated: false,
+            })
+        });
         self.run(txn, ctx);
         Box::pin(answer(rx))
     }

@@ -38,6 +38,8 @@ pub enum Tree {
     Jobs,
     /// `job id \0 offset(be)` -> one log chunk (stream, step, bytes).
     Logs,
+    /// `pipeline \0 client request token` -> [`records::RequestTokenRecord`].
+    RequestTokens,
     /// Store-wide settings, such as the schema version.
     Meta,
     /// `pipeline \0 execution id` -> empty: the executions that have not ended, so that a
@@ -45,11 +47,14 @@ pub enum Tree {
     LiveExecutions,
     /// `pipeline \0 seq(be)` -> one [`crate::events::Event`] as JSON: what watchers replay.
     Events,
+    /// Pipeline name -> the revision orders of its ended executions that still outrank older
+    /// arrivals (JSON), so that a start need not read the history for them.
+    EndedOrders,
 }
 
 impl Tree {
     /// Every tree, for engines that open them up front.
-    pub const ALL: [Tree; 10] = [
+    pub const ALL: [Tree; 12] = [
         Tree::Pipelines,
         Tree::PipelineVersions,
         Tree::Executions,
@@ -57,9 +62,11 @@ impl Tree {
         Tree::Stages,
         Tree::Jobs,
         Tree::Logs,
+        Tree::RequestTokens,
         Tree::Meta,
         Tree::LiveExecutions,
         Tree::Events,
+        Tree::EndedOrders,
     ];
 
     /// The tree's on-disk name.
@@ -72,9 +79,11 @@ impl Tree {
             Tree::Stages => "stages",
             Tree::Jobs => "jobs",
             Tree::Logs => "logs",
+            Tree::RequestTokens => "request_tokens",
             Tree::Meta => "meta",
             Tree::LiveExecutions => "live_executions",
             Tree::Events => "events",
+            Tree::EndedOrders => "ended_orders",
         }
     }
 

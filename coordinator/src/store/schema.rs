@@ -9,13 +9,14 @@
 
 use serde::Deserialize;
 
-use super::records::ExecutionStatus;
+use super::records::{ExecutionRecord, ExecutionStatus};
 use super::{Engine, Op, StoreError, Tree, key2};
+use crate::execution::revision::EndedOrders;
 
 /// The schema version this coordinator writes.
 ///
 /// 1: the first layout. 2: adds `live_executions` (the executions that have not ended, per
-/// pipeline) and `events` (what watchers replay).
+/// pipeline), `ended_orders` (per pipeline) and `events` (what watchers replay).
 pub const CURRENT: u32 = 2;
 
 /// The key of the version in [`Tree::Meta`].
@@ -183,9 +184,11 @@ struct ExecutionHead {
     status: serde_json::Value,
 }
 
-/// 1 -> 2: every execution that has not ended gets a `live_executions` entry.
+/// 1 -> 2: every execution that has not ended gets a `live_executions` entry, and each
+/// pipeline's ended revision orders are stored (what its history decided at start before).
 fn index_live_executions(engine: &dyn Engine) -> Result<Vec<Op>, StoreError> {
     let mut ops = Vec::new();
+    let mut orders: std::collections::BTreeMap<String, EndedOrders> = Default::default();
     for (key, value) in engine.scan_prefix(Tree::Executions, b"")? {
         let head: ExecutionHead =
             serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
@@ -201,6 +204,21 @@ fn index_live_executions(engine: &dyn Engine) -> Result<Vec<Op>, StoreError> {
                 Tree::LiveExecutions,
                 key2(&head.pipeline, &head.id),
                 Vec::new(),
+            ));
+        } else if let Ok(exec) = serde_json::from_slice::<ExecutionRecord>(&value) {
+            orders
+                .entry(exec.pipeline.clone())
+                .or_insert_with(EndedOrders::default)
+                .record(&exec.revision.branch, &exec);
+        }
+    }
+    for (pipeline, ended) in orders {
+        let entries = ended.to_entries();
+        if !entries.is_empty() {
+            ops.push(Op::put_json(
+                Tree::EndedOrders,
+                pipeline.as_bytes(),
+                &entries,
             ));
         }
     }
