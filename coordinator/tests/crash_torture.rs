@@ -257,6 +257,24 @@ async fn check_stages(
     }
 }
 
+/// Every start line of a job in `runs` comes before the watcher learnt that the job ended.
+fn check_no_rerun(runs: &Path, seen: &Seen, seed: u64) {
+    let text = std::fs::read_to_string(runs).expect("runs");
+    for line in text.lines() {
+        let mut parts = line.split_whitespace().skip(1);
+        let (Some(job), Some(at)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let at: u128 = at.parse().unwrap_or(0);
+        if let Some(ended) = seen.job_ended_at.get(job) {
+            assert!(
+                at <= *ended,
+                "job {job} started again after it was reported finished (seed {seed})"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_killed_at_random_moments_loses_nothing_acknowledged() {
     let rounds = env_u64("BATON_TORTURE_ROUNDS").unwrap_or(5);
@@ -362,28 +380,16 @@ async fn coordinator_killed_at_random_moments_loses_nothing_acknowledged() {
     check_stages(&mut client, &mut fences, "at the end").await;
 
     // No job started again after it was reported finished.
-    let seen_now = seen.lock().unwrap_or_else(|p| p.into_inner());
-    let text = std::fs::read_to_string(&runs).expect("runs");
-    for line in text.lines() {
-        let mut parts = line.split_whitespace().skip(1);
-        let (Some(job), Some(at)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        let at: u128 = at.parse().unwrap_or(0);
-        if let Some(ended) = seen_now.job_ended_at.get(job) {
-            assert!(
-                at <= *ended,
-                "job {job} started again after it was reported finished (seed {seed})"
-            );
-        }
-    }
-    assert!(
-        seen_now.violations.is_empty(),
-        "watcher saw gaps or duplicates (seed {seed}): {:?}",
-        seen_now.violations
-    );
-    let watched = seen_now.events.clone();
-    drop(seen_now);
+    let watched = {
+        let seen_now = seen.lock().unwrap_or_else(|p| p.into_inner());
+        check_no_rerun(&runs, &seen_now, seed);
+        assert!(
+            seen_now.violations.is_empty(),
+            "watcher saw gaps or duplicates (seed {seed}): {:?}",
+            seen_now.violations
+        );
+        seen_now.events.clone()
+    };
 
     // What the watcher saw across every kill is exactly what the store replays.
     let mut replay = client

@@ -208,7 +208,7 @@ fn index_live_executions(engine: &dyn Engine) -> Result<Vec<Op>, StoreError> {
         } else if let Ok(exec) = serde_json::from_slice::<ExecutionRecord>(&value) {
             orders
                 .entry(exec.pipeline.clone())
-                .or_insert_with(EndedOrders::default)
+                .or_default()
                 .record(&exec.revision.branch, &exec);
         }
     }
