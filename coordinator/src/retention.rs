@@ -1,6 +1,8 @@
 //! Retention: removes finished executions (with their jobs, logs and events) by age and by
 //! count per pipeline, in the background. A pipeline's watch events go with its executions:
-//! those older than the oldest execution kept are removed too.
+//! those older than the oldest execution kept are removed too, except the newest one, which
+//! keeps the pipeline's event numbering going across restarts. Client request tokens older
+//! than their 24 hours go as well.
 //!
 //! The sweep reads with range scans and deletes in small batches through the store writer,
 //! one awaited batch at a time, so that pipeline changes queued meanwhile are committed
@@ -15,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::config::Retention;
 use crate::events::Event;
-use crate::store::records::{ExecutionRecord, PipelineRecord};
+use crate::execution::actor::REQUEST_TOKEN_RETENTION_MS;
+use crate::store::records::{ExecutionRecord, PipelineRecord, RequestTokenRecord};
 use crate::store::{Op, Store, StoreError, Tree, key_num, prefix};
 
 /// What one sweep removed.
@@ -29,6 +32,8 @@ pub struct Swept {
     pub log_chunks: usize,
     /// Watch events removed.
     pub events: usize,
+    /// Client request tokens past their 24 h removed.
+    pub request_tokens: usize,
 }
 
 /// Deletes in batches of at most `batch_ops`, each awaited before the next is queued.
@@ -113,8 +118,35 @@ pub async fn sweep(store: &Store, policy: &Retention, now_ms: i64) -> Result<Swe
             swept.events += sweep_events(store, &mut deleter, &name, before_ms).await?;
         }
     }
+    swept.request_tokens = sweep_request_tokens(store, &mut deleter, now_ms).await?;
     deleter.flush().await?;
     Ok(swept)
+}
+
+/// Removes client request tokens older than their retention (they no longer answer anyway).
+async fn sweep_request_tokens(
+    store: &Store,
+    deleter: &mut Deleter<'_>,
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    let mut from = Vec::new();
+    loop {
+        let page = store.scan_from(Tree::RequestTokens, b"", &from, 512)?;
+        let Some((last_key, _)) = page.last() else {
+            return Ok(removed);
+        };
+        from = last_key.clone();
+        from.push(0);
+        for (key, value) in page {
+            let expired = serde_json::from_slice::<RequestTokenRecord>(&value)
+                .is_ok_and(|r| now_ms - r.at_ms >= REQUEST_TOKEN_RETENTION_MS);
+            if expired {
+                deleter.delete(Tree::RequestTokens, key).await?;
+                removed += 1;
+            }
+        }
+    }
 }
 
 /// Removes `pipeline`'s events stamped before `before_ms`, oldest first.
@@ -125,6 +157,12 @@ async fn sweep_events(
     before_ms: i64,
 ) -> Result<usize, StoreError> {
     let mut removed = 0;
+    // The newest event always stays: it carries the pipeline's event counter across restarts.
+    let newest = store
+        .scan_last(Tree::Events, &prefix(pipeline), 1)?
+        .into_iter()
+        .next()
+        .map(|(k, _)| k);
     let mut from = key_num(pipeline, 0);
     loop {
         let page = store.scan_from(Tree::Events, &prefix(pipeline), &from, 512)?;
@@ -137,7 +175,7 @@ async fn sweep_events(
             let at_ms = serde_json::from_slice::<Event>(&value)
                 .map(|e| e.at_ms)
                 .unwrap_or(i64::MIN);
-            if at_ms >= before_ms {
+            if at_ms >= before_ms || Some(&key) == newest.as_ref() {
                 return Ok(removed);
             }
             deleter.delete(Tree::Events, key).await?;

@@ -162,15 +162,16 @@ async fn age_limit_removes_finished_executions_older_than_it_with_their_events()
     assert_eq!(numbers(&store, "web"), vec![3]);
     assert!(numbers(&store, "old").is_empty());
     assert_eq!(swept.executions, 3);
-    // Only the kept execution's event is left to replay.
+    // Only the kept execution's event is left to replay in web; `old` keeps its newest event
+    // so that its numbering goes on after a restart.
     let events: Vec<u64> = store
         .scan_prefix(Tree::Events, b"")
         .expect("scan")
         .iter()
         .filter_map(|(k, _)| key_num_suffix(k))
         .collect();
-    assert_eq!(events, vec![3]);
-    assert_eq!(swept.events, 3);
+    assert_eq!(events, vec![1, 3], "old #1, web #3");
+    assert_eq!(swept.events, 2);
     // Nothing is old enough a day earlier than its limit.
     let fresh = store_with_one(Succeeded, now - 29 * DAY).await;
     assert_eq!(
@@ -183,4 +184,42 @@ async fn store_with_one(status: ExecutionStatus, at_ms: i64) -> Store {
     let store = store();
     seed(&store, "web", &[(status, at_ms)]).await;
     store
+}
+
+#[tokio::test]
+async fn request_tokens_past_their_day_are_removed() {
+    use crate::store::key2;
+    use crate::store::records::RequestTokenRecord;
+    let store = store();
+    let now = 10 * DAY;
+    let token = |at_ms: i64| RequestTokenRecord {
+        execution_id: "e".into(),
+        at_ms,
+    };
+    store
+        .write(vec![
+            Op::put_json(
+                Tree::RequestTokens,
+                key2("web", "old"),
+                &token(now - DAY - 1),
+            ),
+            Op::put_json(
+                Tree::RequestTokens,
+                key2("web", "new"),
+                &token(now - DAY + 1),
+            ),
+        ])
+        .await
+        .expect("write");
+    let swept = sweep(&store, &Retention::default(), now)
+        .await
+        .expect("sweep");
+    assert_eq!(swept.request_tokens, 1);
+    let left: Vec<Vec<u8>> = store
+        .scan_prefix(Tree::RequestTokens, b"")
+        .expect("scan")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(left, vec![key2("web", "new")]);
 }
