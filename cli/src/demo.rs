@@ -45,6 +45,7 @@ pub async fn run(api: &mut Api, output: OutputFormat, tty: bool) -> Result<(), C
         .client
         .watch_pipeline(WatchPipelineRequest {
             pipeline: PIPELINE.to_string(),
+            since: None,
         })
         .await
     {

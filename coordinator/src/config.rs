@@ -18,6 +18,39 @@ pub struct CoordinatorConfig {
     pub max_message_bytes: usize,
     /// How often timers (approval timeouts) are checked against the clock. Default: 1 s.
     pub timer_tick: Duration,
+    /// Most bytes of one job's log that are kept; the tail beyond is dropped and the log ends
+    /// with a line saying so. Default: 64 MiB.
+    pub log_cap_bytes: u64,
+    /// What happens to finished executions over time. Default: see [`Retention`].
+    pub retention: Retention,
+}
+
+/// How long finished executions (with their jobs, logs and events) are kept. Executions that
+/// have not ended are never removed. An execution goes when either limit says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// Remove finished executions whose last change is older than this. `None` keeps them
+    /// regardless of age. Default: 30 days.
+    pub max_age: Option<Duration>,
+    /// Keep at most this many newest executions per pipeline (older finished ones go).
+    /// `None` keeps any number. Default: 1,000.
+    pub keep_per_pipeline: Option<usize>,
+    /// How often the background sweep runs (the first one runs at start). Default: 10 min.
+    pub interval: Duration,
+    /// Most deletions per store batch, so that the sweep never holds the store writer for
+    /// long. Default: 256.
+    pub batch_ops: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_age: Some(Duration::from_secs(30 * 24 * 3600)),
+            keep_per_pipeline: Some(1000),
+            interval: Duration::from_secs(600),
+            batch_ops: 256,
+        }
+    }
 }
 
 impl CoordinatorConfig {
@@ -30,6 +63,8 @@ impl CoordinatorConfig {
             offer_timeout: Duration::from_secs(5),
             max_message_bytes: 4 * 1024 * 1024,
             timer_tick: Duration::from_secs(1),
+            log_cap_bytes: 64 * 1024 * 1024,
+            retention: Retention::default(),
         }
     }
 }

@@ -2,6 +2,8 @@
 //! the durable store, served over gRPC. `main.rs`, `baton up` and the tests all call [`run`].
 
 pub mod api;
+pub mod backup;
+pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod dispatcher;
@@ -11,9 +13,10 @@ pub mod execution;
 pub mod logs;
 pub mod pipeline;
 pub mod registry;
+pub mod retention;
 mod server;
 pub mod stage;
 pub mod store;
 
-pub use config::CoordinatorConfig;
+pub use config::{CoordinatorConfig, Retention};
 pub use server::{StartError, run, run_with_clock};

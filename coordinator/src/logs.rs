@@ -1,14 +1,17 @@
-//! Job logs: appended in order, stored in chunks, followed live.
+//! Job logs: appended in order, stored in chunks, capped per job, followed live.
 //!
 //! Appends are numbered by byte offset and written through the store's writer in order; a
 //! follower subscribes before it reads what is stored, so no chunk falls between the two.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use tokio::sync::broadcast;
 
-use crate::store::{Op, Store, StoreError, Tree, key_num, prefix};
+use crate::store::{Op, Store, StoreError, Tree, key_num, key_num_suffix, prefix};
+
+/// The stream number of lines Baton writes itself (`LogStream::System`).
+pub const LOG_STREAM_SYSTEM: i32 = 3;
 
 /// One piece of a job's log.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,14 +28,29 @@ pub struct Chunk {
 
 struct JobLog {
     next_offset: u64,
-    /// `None` once the job has ended: followers stop at the end of what is stored.
+    /// Followers of a job that may still write.
     live: Option<broadcast::Sender<Chunk>>,
 }
 
+/// How many ended jobs the hub remembers, so that a follower arriving after the end is not
+/// left waiting for a job that will never write again.
+const ENDED_REMEMBERED: usize = 10_000;
+
 /// Every job's log.
+///
+/// Only jobs that may still write are kept in memory; [`LogHub::finish`] drops a job's entry.
 pub struct LogHub {
     store: Store,
-    jobs: Mutex<HashMap<String, JobLog>>,
+    cap: u64,
+    jobs: Mutex<Jobs>,
+}
+
+#[derive(Default)]
+struct Jobs {
+    live: HashMap<String, JobLog>,
+    /// Ended jobs and where a late chunk of theirs would go.
+    ended: HashMap<String, u64>,
+    ended_order: VecDeque<String>,
 }
 
 fn encode(c: &Chunk) -> Vec<u8> {
@@ -44,73 +62,142 @@ fn encode(c: &Chunk) -> Vec<u8> {
 }
 
 fn decode(key: &[u8], value: &[u8]) -> Option<Chunk> {
-    let offset = u64::from_be_bytes(key.get(key.len().checked_sub(8)?..)?.try_into().ok()?);
     Some(Chunk {
-        offset,
+        offset: key_num_suffix(key)?,
         stream: i32::from(*value.first()?),
         step: u32::from_be_bytes(value.get(1..5)?.try_into().ok()?),
         data: value.get(5..)?.to_vec(),
     })
 }
 
+/// `67108864` -> `64 MiB`; other sizes in bytes.
+fn size_words(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= 1024 && bytes.is_multiple_of(1024) {
+        format!("{} KiB", bytes / 1024)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 impl LogHub {
-    /// A hub over `store`.
-    pub fn new(store: Store) -> Self {
+    /// A hub over `store` that keeps at most `cap` bytes of each job's log (see
+    /// [`crate::CoordinatorConfig::log_cap_bytes`]).
+    pub fn new(store: Store, cap: u64) -> Self {
         Self {
             store,
-            jobs: Mutex::new(HashMap::new()),
+            cap,
+            jobs: Mutex::new(Jobs::default()),
         }
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, JobLog>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut Jobs) -> R) -> R {
         f(&mut self.jobs.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn entry<'a>(&self, jobs: &'a mut HashMap<String, JobLog>, job_id: &str) -> &'a mut JobLog {
-        jobs.entry(job_id.to_string()).or_insert_with(|| {
-            // A job seen for the first time since start: continue after what is stored.
-            let next_offset = self
-                .stored(job_id, 0)
-                .ok()
-                .and_then(|c| c.last().map(|c| c.offset + c.data.len() as u64))
-                .unwrap_or(0);
-            JobLog {
-                next_offset,
-                live: Some(broadcast::channel(1024).0),
-            }
+    /// A job seen for the first time since start continues after what is stored.
+    fn load(&self, job_id: &str) -> JobLog {
+        let next_offset = self
+            .store
+            .scan_last(Tree::Logs, &prefix(job_id), 1)
+            .ok()
+            .and_then(|last| last.first().and_then(|(k, v)| decode(k, v)))
+            .map(|c| c.offset + c.data.len() as u64)
+            .unwrap_or(0);
+        JobLog {
+            next_offset,
+            live: None,
+        }
+    }
+
+    fn entry<'a>(&self, jobs: &'a mut Jobs, job_id: &str) -> &'a mut JobLog {
+        jobs.live.entry(job_id.to_string()).or_insert_with(|| {
+            let mut log = self.load(job_id);
+            log.live = Some(broadcast::channel(1024).0);
+            log
         })
     }
 
-    /// Appends `data` to a job's log.
-    pub fn append(&self, job_id: &str, step: u32, stream: i32, data: Vec<u8>) {
+    /// Number of jobs whose log is held in memory (jobs that may still write).
+    pub fn jobs_in_memory(&self) -> usize {
+        self.with(|jobs| jobs.live.len())
+    }
+
+    /// Appends `data` to a job's log. Beyond the cap, the rest is dropped: the log ends with
+    /// one system line saying so.
+    pub fn append(&self, job_id: &str, step: u32, stream: i32, mut data: Vec<u8>) {
         if data.is_empty() {
             return;
         }
-        let chunk = self.with(|jobs| {
-            let log = self.entry(jobs, job_id);
-            let chunk = Chunk {
-                offset: log.next_offset,
-                step,
-                stream,
-                data,
+        self.with(|jobs| {
+            // A late chunk of an ended job is still stored, without keeping the job in memory.
+            let mut late = None;
+            let log = match jobs.ended.get(job_id) {
+                Some(&next_offset) => late.insert(JobLog {
+                    next_offset,
+                    live: None,
+                }),
+                None => self.entry(jobs, job_id),
             };
-            log.next_offset += chunk.data.len() as u64;
-            self.store.write_detached(vec![Op::Put(
-                Tree::Logs,
-                key_num(job_id, chunk.offset),
-                encode(&chunk),
-            )]);
-            if let Some(tx) = &log.live {
-                let _ = tx.send(chunk.clone());
+            if log.next_offset > self.cap {
+                return;
             }
-            chunk
+            let room = (self.cap - log.next_offset) as usize;
+            let over = data.len() > room || room == 0;
+            data.truncate(room);
+            let mut chunks = vec![(stream, data)];
+            if over {
+                let marker = format!(
+                    "\n[baton] this job's log reached its cap of {}; the rest of it was dropped\n",
+                    size_words(self.cap)
+                );
+                chunks.push((LOG_STREAM_SYSTEM, marker.into_bytes()));
+            }
+            for (stream, data) in chunks.into_iter().filter(|(_, d)| !d.is_empty()) {
+                let chunk = Chunk {
+                    offset: log.next_offset,
+                    step,
+                    stream,
+                    data,
+                };
+                log.next_offset += chunk.data.len() as u64;
+                self.store.write_detached(vec![Op::Put(
+                    Tree::Logs,
+                    key_num(job_id, chunk.offset),
+                    encode(&chunk),
+                )]);
+                tracing::trace!(job_id, offset = chunk.offset, "log chunk");
+                if let Some(tx) = &log.live {
+                    let _ = tx.send(chunk);
+                }
+            }
+            if let Some(log) = late {
+                jobs.ended.insert(job_id.to_string(), log.next_offset);
+            }
         });
-        tracing::trace!(job_id, offset = chunk.offset, "log chunk");
     }
 
-    /// Marks a job's log complete: followers end once they have read it all.
+    /// Marks a job's log complete: followers end once they have read it all, and the job
+    /// leaves memory.
     pub fn finish(&self, job_id: &str) {
-        self.with(|jobs| self.entry(jobs, job_id).live = None);
+        self.with(|jobs| {
+            if jobs.ended.contains_key(job_id) {
+                return;
+            }
+            let next_offset = match jobs.live.remove(job_id) {
+                Some(log) => log.next_offset,
+                None => self.load(job_id).next_offset,
+            };
+            jobs.ended.insert(job_id.to_string(), next_offset);
+            jobs.ended_order.push_back(job_id.to_string());
+            while jobs.ended_order.len() > ENDED_REMEMBERED {
+                if let Some(old) = jobs.ended_order.pop_front() {
+                    jobs.ended.remove(&old);
+                }
+            }
+        });
     }
 
     /// Stored chunks from `offset` on.
@@ -136,7 +223,7 @@ impl LogHub {
     /// `job_done` says whether the job record has already ended.
     pub fn subscribe(&self, job_id: &str, job_done: bool) -> Option<broadcast::Receiver<Chunk>> {
         self.with(|jobs| {
-            if job_done && !jobs.contains_key(job_id) {
+            if jobs.ended.contains_key(job_id) || job_done && !jobs.live.contains_key(job_id) {
                 return None;
             }
             self.entry(jobs, job_id)
@@ -146,3 +233,7 @@ impl LogHub {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "logs_tests.rs"]
+mod tests;

@@ -26,14 +26,20 @@ use crate::store::{SledEngine, Store};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The store could not be opened.
-    #[error(
-        "cannot open the store in {path}: {message}. Nothing was changed; check the directory's permissions, or that no other coordinator uses it"
-    )]
+    #[error("cannot open the store in {path}: {message}")]
     Store {
         /// The data directory.
         path: String,
         /// What went wrong.
         message: String,
+    },
+    /// The store's schema version does not fit this build.
+    #[error("cannot use the store in {path}: {source}")]
+    Schema {
+        /// The data directory.
+        path: String,
+        /// What is wrong with it.
+        source: crate::store::schema::SchemaError,
     },
     /// The stored state could not be loaded.
     #[error("cannot load the stored state: {0}")]
@@ -111,12 +117,21 @@ pub async fn run_with_clock(
     };
     std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::Store {
         path: config.data_dir.display().to_string(),
-        message: e.to_string(),
+        message: format!("{e}; check that the directory can be created by this user"),
     })?;
     let engine = Arc::new(SledEngine::open(&config.data_dir).map_err(store_err)?);
+    match crate::store::schema::prepare(engine.as_ref()) {
+        Ok(prepared) => tracing::info!(?prepared, "store schema"),
+        Err(source) => {
+            return Err(StartError::Schema {
+                path: config.data_dir.display().to_string(),
+                source,
+            });
+        }
+    }
     let (store, writer) = Store::start(engine).map_err(store_err)?;
     let actors = ActorSystem::start()?;
-    let logs = Arc::new(LogHub::new(store.clone()));
+    let logs = Arc::new(LogHub::new(store.clone(), config.log_cap_bytes));
     let timing = DispatchTiming {
         offer_timeout: config.offer_timeout,
         lease: config.lease,
@@ -139,6 +154,12 @@ pub async fn run_with_clock(
         .load_all()
         .map_err(|e| StartError::Load(e.to_string()))?;
     tracing::info!(pipelines = loaded, data_dir = %config.data_dir.display(), "store loaded");
+    let retention = tokio::spawn(crate::retention::run(
+        store.clone(),
+        config.retention.clone(),
+        registry.shared().clock.clone(),
+        shutdown.clone(),
+    ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -154,6 +175,7 @@ pub async fn run_with_clock(
         registry,
         logs: logs.clone(),
         shutdown: shutdown.clone(),
+        data_dir: config.data_dir.clone(),
     };
     let agent_api = AgentApi {
         dispatcher,
@@ -183,6 +205,7 @@ pub async fn run_with_clock(
         .await;
     drop(actors);
     drop(store);
+    let _ = retention.await;
     // Whatever is still queued is written before the engine closes; session tasks still
     // holding the store end with the shutdown token, so this is quick.
     if tokio::time::timeout(Duration::from_secs(10), writer.closed())

@@ -17,6 +17,9 @@ use tonic::transport::Channel;
 pub mod policies;
 pub use policies::stage_lane;
 mod execution_policies;
+mod fleet;
+mod watch;
+pub use watch::{collect_until, is_execution_status, is_job_status};
 
 /// How long any wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -264,6 +267,7 @@ impl TestCluster {
             .await
             .watch_pipeline(pb::WatchPipelineRequest {
                 pipeline: pipeline.into(),
+                since: None,
             })
             .await
             .expect("watch")

@@ -43,6 +43,7 @@ pub async fn run(ctx: &Ctx, pipeline: &str, watch: bool) -> Result<(), CliError>
         .client
         .watch_pipeline(WatchPipelineRequest {
             pipeline: pipeline.to_string(),
+            since: None,
         })
         .await
         .map_err(|s| api.error_or(s, format!("pipeline '{pipeline}' not found")))?

@@ -30,6 +30,8 @@ pub struct PipelineApi {
     pub logs: Arc<LogHub>,
     /// Ends every stream when the coordinator shuts down.
     pub shutdown: CancellationToken,
+    /// The store's directory (BackupStore checks the caller means this one).
+    pub data_dir: std::path::PathBuf,
 }
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -195,11 +197,12 @@ impl PipelineService for PipelineApi {
             req.limit as usize
         };
         let store = &self.registry.shared().store;
+        // Newest first is a reverse range scan of the pipeline's history index.
         let ids = store
-            .scan_prefix(Tree::ExecutionIndex, &prefix(&req.pipeline))
+            .scan_last(Tree::ExecutionIndex, &prefix(&req.pipeline), limit)
             .map_err(CoordError::from)?;
         let mut executions = Vec::new();
-        for (_, id) in ids.iter().rev().take(limit) {
+        for (_, id) in &ids {
             if let Ok(exec) = self.execution(&String::from_utf8_lossy(id)) {
                 executions.push(self.execution_proto(&exec));
             }
@@ -215,17 +218,43 @@ impl PipelineService for PipelineApi {
         &self,
         req: Request<pb::WatchPipelineRequest>,
     ) -> Result<Response<Self::WatchPipelineStream>, Status> {
-        let pipeline = req.into_inner().pipeline;
+        let req = req.into_inner();
+        let pipeline = req.pipeline;
         self.registry.record(&pipeline)?;
-        let events =
-            tokio_stream::wrappers::BroadcastStream::new(self.registry.shared().events.subscribe());
-        let shutdown = self.shutdown.clone().cancelled_owned();
-        let events = events.filter_map(move |e| match e {
-            Ok(e) if e.pipeline == pipeline => Some(Ok(convert::event(&e))),
-            Ok(_) => None,
-            Err(_) => Some(Err(Status::data_loss("watcher fell behind; watch again"))),
+        let shared = self.registry.shared();
+        let last = crate::events::last_seq(&shared.store, &pipeline).map_err(CoordError::from)?;
+        let after = match req.since {
+            None => last,
+            Some(since) if since <= last => {
+                let first =
+                    crate::events::first_seq(&shared.store, &pipeline).map_err(CoordError::from)?;
+                if since > 0 && since + 1 < first {
+                    return Err(Status::out_of_range(format!(
+                        "events {} to {} of pipeline '{pipeline}' were removed by retention; read its state again and watch with since {}",
+                        since + 1,
+                        first - 1,
+                        first - 1
+                    )));
+                }
+                since
+            }
+            Some(since) => {
+                return Err(Status::out_of_range(format!(
+                    "since {since} is past the last event of pipeline '{pipeline}' ({last}); watch again with since {last} or without since"
+                )));
+            }
+        };
+        let events = crate::events::watch(
+            shared.store.clone(),
+            &shared.events,
+            pipeline,
+            after,
+            self.shutdown.clone(),
+        );
+        let stream = tokio_stream::wrappers::ReceiverStream::new(events).map(|e| match e {
+            Ok(e) => Ok(convert::event(&e)),
+            Err(e) => Err(Status::from(CoordError::from(e))),
         });
-        let stream = futures::StreamExt::take_until(events, shutdown);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -417,6 +446,43 @@ impl PipelineService for PipelineApi {
             .map_err(CoordError::from)??;
         Ok(Response::new(pb::ResumePipelineExecutionResponse {
             execution: Some(self.execution_proto(&resumed)),
+        }))
+    }
+
+    async fn backup_store(
+        &self,
+        req: Request<pb::BackupStoreRequest>,
+    ) -> Result<Response<pb::BackupStoreResponse>, Status> {
+        let req = req.into_inner();
+        let ours = std::fs::canonicalize(&self.data_dir).unwrap_or(self.data_dir.clone());
+        if !req.data_dir.is_empty()
+            && std::fs::canonicalize(&req.data_dir).ok().as_ref() != Some(&ours)
+        {
+            return Err(Status::failed_precondition(format!(
+                "this coordinator's store is {}, not {}",
+                ours.display(),
+                req.data_dir
+            )));
+        }
+        let path = std::path::PathBuf::from(&req.path);
+        if !path.is_absolute() {
+            return Err(Status::invalid_argument(
+                "the backup path must be absolute (it is written on the coordinator's host)",
+            ));
+        }
+        let summary = self
+            .registry
+            .shared()
+            .store
+            .exclusive(move |engine| crate::backup::write_file(engine, &path))
+            .await
+            .map_err(CoordError::from)?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::BackupStoreResponse {
+            entries: summary.entries,
+            bytes: summary.bytes,
+            schema_version: summary.schema_version.unwrap_or(0),
+            data_dir: ours.display().to_string(),
         }))
     }
 }

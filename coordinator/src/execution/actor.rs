@@ -25,7 +25,7 @@ use crate::store::records::{
     ExecutionRecord, JobRecord, JobStatus, PipelineRecord, RequestTokenRecord, Revision,
     StageRecord,
 };
-use crate::store::{Op, Store, StoreError, Tree, key_num, key2, prefix};
+use crate::store::{Op, Store, StoreError, Tree, key_num, key_num_suffix, key2, prefix};
 
 /// What every pipeline actor shares.
 #[derive(Clone)]
@@ -60,6 +60,8 @@ pub struct PipelineActor {
     /// Jobs of those executions.
     pub(super) jobs: HashMap<String, JobRecord>,
     pub(super) next_number: u64,
+    /// The sequence number the next event of this pipeline gets (durable, gapless).
+    pub(super) next_seq: u64,
     /// Revision orders of ended executions that still outrank older arrivals.
     pub(super) ended_orders: EndedOrders,
     pub(super) shared: Shared,
@@ -80,15 +82,23 @@ impl PipelineActor {
         let mut specs = HashMap::from([(record.version, spec.clone())]);
         let mut executions = HashMap::new();
         let mut jobs = HashMap::new();
-        let mut next_number = 1;
-        let mut ended_orders = EndedOrders::default();
-        for (_, id) in store.scan_prefix(Tree::ExecutionIndex, &prefix(&record.name))? {
-            let id = String::from_utf8_lossy(&id).to_string();
+        // Only the executions that have not ended are read (a range scan), not the history;
+        // what ended ones still decide is stored apart (ended revision orders).
+        let next_number = store
+            .scan_last(Tree::ExecutionIndex, &prefix(&record.name), 1)?
+            .first()
+            .and_then(|(k, _)| key_num_suffix(k))
+            .map_or(1, |n| n + 1);
+        let mut ended_orders = store
+            .get_json::<Vec<(String, usize, u64)>>(Tree::EndedOrders, record.name.as_bytes())?
+            .map(EndedOrders::from_entries)
+            .unwrap_or_default();
+        for (key, _) in store.scan_prefix(Tree::LiveExecutions, &prefix(&record.name))? {
+            let id = String::from_utf8_lossy(&key[record.name.len() + 1..]).to_string();
             let Some(exec) = store.get_json::<ExecutionRecord>(Tree::Executions, id.as_bytes())?
             else {
                 continue;
             };
-            next_number = next_number.max(exec.number + 1);
             if exec.status.is_final() {
                 ended_orders.record(&exec.revision.branch, &exec);
                 continue;
@@ -114,6 +124,11 @@ impl PipelineActor {
             }
             executions.insert(id, exec);
         }
+        let next_seq = store
+            .scan_last(Tree::Events, &prefix(&record.name), 1)?
+            .first()
+            .and_then(|(k, _)| key_num_suffix(k))
+            .map_or(1, |n| n + 1);
         let mut locks = HashMap::new();
         let mut transitions = HashMap::new();
         for rec in store.scan_json::<StageRecord>(Tree::Stages, &prefix(&record.name))? {
@@ -133,6 +148,7 @@ impl PipelineActor {
             executions,
             jobs,
             next_number,
+            next_seq,
             ended_orders,
             shared,
             me: None,
@@ -215,7 +231,42 @@ impl PipelineActor {
                     key_num(&self.name, exec.number),
                     id.as_bytes().to_vec(),
                 ));
+                let live = key2(&self.name, id);
+                ops.push(if exec.status.is_final() {
+                    Op::Delete(Tree::LiveExecutions, live)
+                } else {
+                    Op::Put(Tree::LiveExecutions, live, Vec::new())
+                });
             }
+        }
+        // Ended executions' revision orders are stored with the batch that ends them.
+        let ending: Vec<&ExecutionRecord> = txn
+            .executions
+            .iter()
+            .filter_map(|id| self.executions.get(id))
+            .filter(|e| e.status.is_final() && e.revision.order != 0)
+            .collect();
+        if !ending.is_empty() {
+            let mut orders = self.ended_orders.clone();
+            for exec in ending {
+                orders.record(&exec.revision.branch, exec);
+            }
+            ops.push(Op::put_json(
+                Tree::EndedOrders,
+                self.name.as_bytes(),
+                &orders.to_entries(),
+            ));
+        }
+        // Each event gets its number here and is stored in the same batch as its change.
+        let first_seq = self.next_seq;
+        for event in &mut txn.events {
+            event.seq = self.next_seq;
+            self.next_seq += 1;
+            ops.push(Op::put_json(
+                Tree::Events,
+                key_num(&self.name, event.seq),
+                &*event,
+            ));
         }
         for id in &txn.jobs {
             if let Some(job) = self.jobs.get(id) {
@@ -241,11 +292,21 @@ impl PipelineActor {
         ctx.wait(
             async move { store.write(ops).await }
                 .into_actor(self)
-                .map(move |result, act, ctx| act.after_commit(txn, result, ctx)),
+                .map(move |result, act, ctx| act.after_commit(txn, first_seq, result, ctx)),
         );
     }
 
-    fn after_commit(&mut self, txn: Txn, result: Result<(), StoreError>, ctx: &mut Context<Self>) {
+    fn after_commit(
+        &mut self,
+        txn: Txn,
+        first_seq: u64,
+        result: Result<(), StoreError>,
+        ctx: &mut Context<Self>,
+    ) {
+        if result.is_err() {
+            // Nothing of this batch is stored: its numbers are free again.
+            self.next_seq = first_seq;
+        }
         if result.is_ok() {
             for (key, at_ms) in txn.timers {
                 self.arm_timer(key, at_ms, ctx);

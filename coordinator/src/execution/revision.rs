@@ -81,6 +81,27 @@ impl EndedOrders {
         }
     }
 
+    /// As stored: `(key, stage index, order)`, sorted.
+    pub fn to_entries(&self) -> Vec<(String, usize, u64)> {
+        let mut entries: Vec<_> = self
+            .highest
+            .iter()
+            .map(|((key, index), order)| (key.clone(), *index, *order))
+            .collect();
+        entries.sort();
+        entries
+    }
+
+    /// From [`EndedOrders::to_entries`].
+    pub fn from_entries(entries: Vec<(String, usize, u64)>) -> Self {
+        Self {
+            highest: entries
+                .into_iter()
+                .map(|(key, index, order)| ((key, index), order))
+                .collect(),
+        }
+    }
+
     /// The highest ended order that reached stage `index` for `key`; 0 when none.
     pub fn highest(&self, key: &str, index: usize) -> u64 {
         self.highest

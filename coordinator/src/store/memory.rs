@@ -53,4 +53,42 @@ impl Engine for MemoryEngine {
                 .unwrap_or_default()
         }))
     }
+
+    fn scan_from(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<KeyValues, StoreError> {
+        let from = start.max(prefix).to_vec();
+        Ok(self.with(|t| {
+            t.get(&tree)
+                .map(|m| {
+                    m.range(from..)
+                        .take_while(|(k, _)| k.starts_with(prefix))
+                        .take(limit)
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }))
+    }
+
+    fn scan_last(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<KeyValues, StoreError> {
+        Ok(self.with(|t| {
+            t.get(&tree)
+                .map(|m| {
+                    m.range(prefix.to_vec()..)
+                        .take_while(|(k, _)| k.starts_with(prefix))
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .take(limit)
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }))
+    }
 }

@@ -9,6 +9,7 @@
 
 mod memory;
 pub mod records;
+pub mod schema;
 mod sled_engine;
 
 use std::sync::Arc;
@@ -35,15 +36,25 @@ pub enum Tree {
     Stages,
     /// Job id -> [`records::JobRecord`].
     Jobs,
-    /// `job id \0 offset(be)` -> [`records::LogRecord`].
+    /// `job id \0 offset(be)` -> one log chunk (stream, step, bytes).
     Logs,
     /// `pipeline \0 client request token` -> [`records::RequestTokenRecord`].
     RequestTokens,
+    /// Store-wide settings, such as the schema version.
+    Meta,
+    /// `pipeline \0 execution id` -> empty: the executions that have not ended, so that a
+    /// start reads only those instead of a pipeline's whole history.
+    LiveExecutions,
+    /// `pipeline \0 seq(be)` -> one [`crate::events::Event`] as JSON: what watchers replay.
+    Events,
+    /// Pipeline name -> the revision orders of its ended executions that still outrank older
+    /// arrivals (JSON), so that a start need not read the history for them.
+    EndedOrders,
 }
 
 impl Tree {
     /// Every tree, for engines that open them up front.
-    pub const ALL: [Tree; 8] = [
+    pub const ALL: [Tree; 12] = [
         Tree::Pipelines,
         Tree::PipelineVersions,
         Tree::Executions,
@@ -52,6 +63,10 @@ impl Tree {
         Tree::Jobs,
         Tree::Logs,
         Tree::RequestTokens,
+        Tree::Meta,
+        Tree::LiveExecutions,
+        Tree::Events,
+        Tree::EndedOrders,
     ];
 
     /// The tree's on-disk name.
@@ -65,7 +80,16 @@ impl Tree {
             Tree::Jobs => "jobs",
             Tree::Logs => "logs",
             Tree::RequestTokens => "request_tokens",
+            Tree::Meta => "meta",
+            Tree::LiveExecutions => "live_executions",
+            Tree::Events => "events",
+            Tree::EndedOrders => "ended_orders",
         }
+    }
+
+    /// The tree with on-disk name `name`.
+    pub fn from_name(name: &str) -> Option<Tree> {
+        Tree::ALL.into_iter().find(|t| t.name() == name)
     }
 }
 
@@ -107,6 +131,9 @@ pub enum StoreError {
         /// The decoding error.
         message: String,
     },
+    /// The store will not open (the message says which file and what to do).
+    #[error("{0}")]
+    Open(String),
     /// The writer thread is gone (the coordinator is shutting down).
     #[error("the store is closed")]
     Closed,
@@ -120,11 +147,39 @@ pub trait Engine: Send + Sync + 'static {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Reads every key that starts with `prefix`, in key order.
     fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<KeyValues, StoreError>;
+    /// Reads at most `limit` keys that start with `prefix` and are `>= start`, in key order.
+    fn scan_from(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<KeyValues, StoreError>;
+    /// Reads the last `limit` keys that start with `prefix`, last key first.
+    fn scan_last(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<KeyValues, StoreError>;
+}
+
+/// How the writer turns requests into durable batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CommitMode {
+    /// Everything waiting (up to [`MAX_BATCH_OPS`]) in one transaction and one flush. Default.
+    #[default]
+    Group,
+    /// One transaction and one flush per request (for comparison in the benchmark).
+    PerWrite,
 }
 
 struct WriteRequest {
     ops: Vec<Op>,
     done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Work for the writer thread that runs alone, between two batches.
+type Exclusive = Box<dyn FnOnce(&dyn Engine) + Send>;
+
+enum Request {
+    Write(WriteRequest),
+    Exclusive(Exclusive),
 }
 
 /// The writer thread's end: lets the owner wait until every write is done and the engine is
@@ -144,20 +199,28 @@ impl StoreWriter {
 #[derive(Clone)]
 pub struct Store {
     engine: Arc<dyn Engine>,
-    writer: mpsc::Sender<WriteRequest>,
+    writer: mpsc::Sender<Request>,
 }
 
 impl Store {
     /// Starts the writer thread over `engine`. The engine closes once every `Store` clone is
     /// gone and the writer has finished; [`StoreWriter::closed`] waits for that.
     pub fn start(engine: Arc<dyn Engine>) -> Result<(Store, StoreWriter), StoreError> {
-        let (tx, rx) = mpsc::channel::<WriteRequest>();
+        Self::start_with(engine, CommitMode::Group)
+    }
+
+    /// [`Store::start`] with a chosen [`CommitMode`].
+    pub fn start_with(
+        engine: Arc<dyn Engine>,
+        mode: CommitMode,
+    ) -> Result<(Store, StoreWriter), StoreError> {
+        let (tx, rx) = mpsc::channel::<Request>();
         let (closed_tx, closed) = tokio::sync::oneshot::channel();
         let writer_engine = engine.clone();
         std::thread::Builder::new()
             .name("baton-store-writer".into())
             .spawn(move || {
-                write_loop(writer_engine.as_ref(), rx);
+                write_loop(writer_engine.as_ref(), rx, mode);
                 drop(writer_engine);
                 let _ = closed_tx.send(());
             })
@@ -172,7 +235,7 @@ impl Store {
         }
         let (done, rx) = tokio::sync::oneshot::channel();
         self.writer
-            .send(WriteRequest { ops, done })
+            .send(Request::Write(WriteRequest { ops, done }))
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -181,7 +244,22 @@ impl Store {
     /// data nobody is acknowledged for, such as log chunks).
     pub fn write_detached(&self, ops: Vec<Op>) {
         let (done, _) = tokio::sync::oneshot::channel();
-        let _ = self.writer.send(WriteRequest { ops, done });
+        let _ = self.writer.send(Request::Write(WriteRequest { ops, done }));
+    }
+
+    /// Runs `work` on the writer thread between two batches, with no write in between: a
+    /// consistent view of every tree (what an online backup reads). Writes wait meanwhile.
+    pub async fn exclusive<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&dyn Engine) -> R + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.writer
+            .send(Request::Exclusive(Box::new(move |engine| {
+                let _ = done.send(work(engine));
+            })))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)
     }
 
     /// Reads one key.
@@ -206,6 +284,32 @@ impl Store {
         self.engine.scan_prefix(tree, prefix)
     }
 
+    /// Reads at most `limit` keys with `prefix` from `start` on, in key order (a range scan).
+    pub fn scan_from(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<KeyValues, StoreError> {
+        self.engine.scan_from(tree, prefix, start, limit)
+    }
+
+    /// Reads the last `limit` keys with `prefix`, last first (a reverse range scan).
+    pub fn scan_last(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<KeyValues, StoreError> {
+        self.engine.scan_last(tree, prefix, limit)
+    }
+
+    /// The engine under the store (for backups and schema checks).
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
     /// Reads and decodes every JSON record with `prefix`, in key order.
     pub fn scan_json<T: serde::de::DeserializeOwned>(
         &self,
@@ -227,15 +331,34 @@ fn decode<T: serde::de::DeserializeOwned>(tree: Tree, bytes: &[u8]) -> Result<T,
     })
 }
 
-fn write_loop(engine: &dyn Engine, rx: mpsc::Receiver<WriteRequest>) {
-    while let Ok(first) = rx.recv() {
+fn write_loop(engine: &dyn Engine, rx: mpsc::Receiver<Request>, mode: CommitMode) {
+    let mut carried = None;
+    loop {
+        let first = match carried.take() {
+            Some(request) => request,
+            None => match rx.recv() {
+                Ok(request) => request,
+                Err(_) => return,
+            },
+        };
+        let first = match first {
+            Request::Exclusive(work) => {
+                work(engine);
+                continue;
+            }
+            Request::Write(write) => write,
+        };
+        let mut count = first.ops.len();
         let mut batch = vec![first];
-        let mut count = batch[0].ops.len();
-        while count < MAX_BATCH_OPS {
+        while mode == CommitMode::Group && count < MAX_BATCH_OPS {
             match rx.try_recv() {
-                Ok(next) => {
+                Ok(Request::Write(next)) => {
                     count += next.ops.len();
                     batch.push(next);
+                }
+                Ok(exclusive) => {
+                    carried = Some(exclusive);
+                    break;
                 }
                 Err(_) => break,
             }
@@ -267,6 +390,12 @@ pub fn key_num(a: &str, n: u64) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(&n.to_be_bytes());
     k
+}
+
+/// The number at the end of a [`key_num`] key.
+pub fn key_num_suffix(key: &[u8]) -> Option<u64> {
+    let tail = key.get(key.len().checked_sub(8)?..)?;
+    Some(u64::from_be_bytes(tail.try_into().ok()?))
 }
 
 /// Prefix `a \0` for scanning everything under `a`.
@@ -315,6 +444,26 @@ mod tests {
                 .expect("scan")
                 .is_empty(),
             "a prefix stops at the separator"
+        );
+        // Range scans: a page from a start key, and the newest first.
+        let page = store
+            .scan_from(Tree::ExecutionIndex, &prefix("web"), &key_num("web", 10), 3)
+            .expect("scan from");
+        let page: Vec<u64> = page.iter().filter_map(|(k, _)| key_num_suffix(k)).collect();
+        assert_eq!(page, vec![10, 11, 12]);
+        let newest = store
+            .scan_last(Tree::ExecutionIndex, &prefix("web"), 2)
+            .expect("scan last");
+        let newest: Vec<u64> = newest
+            .iter()
+            .filter_map(|(k, _)| key_num_suffix(k))
+            .collect();
+        assert_eq!(newest, vec![49, 48]);
+        assert!(
+            store
+                .scan_from(Tree::ExecutionIndex, &prefix("web"), &key_num("web", 50), 3)
+                .expect("scan past the end")
+                .is_empty()
         );
         store
             .write(vec![Op::Delete(Tree::Jobs, b"job-3".to_vec())])

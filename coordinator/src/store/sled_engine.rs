@@ -16,20 +16,55 @@ fn engine_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Engine(e.to_string())
 }
 
+/// Says what is wrong with a store that will not open, which file, and what to do.
+fn open_err(dir: &Path, e: sled::Error) -> StoreError {
+    let dir = dir.display();
+    let damaged = |what: String| {
+        format!(
+            "{what}; its data is in {dir}/db and {dir}/snap.* (settings in {dir}/conf). Baton changed and deleted nothing. Keep this directory as it is for investigation, restore your latest backup into a new directory (baton-coordinator restore --in BACKUP --data-dir NEW_DIR) and start with --data-dir NEW_DIR"
+        )
+    };
+    StoreError::Open(match e {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => format!(
+            "another process holds the lock on {dir}/db: a baton-coordinator (or a backup or restore) is using this directory. Stop it, or use another --data-dir; to back up a running coordinator use `baton-coordinator backup --addr`. Nothing was changed"
+        ),
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => format!(
+            "permission denied ({io}) on {dir} or its files conf, db, snap.*: make them readable and writable by the user that runs baton-coordinator. Nothing was changed"
+        ),
+        sled::Error::Io(io) => format!(
+            "{io} while opening {dir} (files conf, db, snap.*): check the disk and the directory. Nothing was changed"
+        ),
+        sled::Error::Corruption { at, .. } => damaged(format!(
+            "the store is damaged (corruption at {})",
+            at.map_or("an unknown place".to_string(), |p| format!("{p:?}"))
+        )),
+        sled::Error::Unsupported(what) => damaged(format!(
+            "the store cannot be opened by this version of its engine: {what}"
+        )),
+        other => damaged(format!("the store engine failed: {other}")),
+    })
+}
+
 impl SledEngine {
-    /// Opens (or creates) the store in `dir`. Never deletes anything to recover.
+    /// Opens (or creates) the store in `dir`. Never deletes anything to recover; a store that
+    /// will not open gets an error that names the file and says what to do.
     pub fn open(dir: &Path) -> Result<SledEngine, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(64 * 1024 * 1024)
             .open()
-            .map_err(engine_err)?;
+            .map_err(|e| open_err(dir, e))?;
         let trees = Tree::ALL
             .iter()
             .map(|t| db.open_tree(t.name()).map(|tree| (*t, tree)))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(engine_err)?;
+            .map_err(|e| open_err(dir, e))?;
         Ok(SledEngine { db, trees })
+    }
+
+    /// Writes every dirty page to disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(engine_err)
     }
 
     fn tree(&self, tree: Tree) -> &sled::Tree {
@@ -73,6 +108,30 @@ impl Engine for SledEngine {
     fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<KeyValues, StoreError> {
         self.tree(tree)
             .scan_prefix(prefix)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine_err))
+            .collect()
+    }
+
+    fn scan_from(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<KeyValues, StoreError> {
+        self.tree(tree)
+            .range(start.max(prefix)..)
+            .take_while(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+            .take(limit)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine_err))
+            .collect()
+    }
+
+    fn scan_last(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<KeyValues, StoreError> {
+        self.tree(tree)
+            .scan_prefix(prefix)
+            .rev()
+            .take(limit)
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine_err))
             .collect()
     }
