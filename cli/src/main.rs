@@ -101,6 +101,38 @@ enum Command {
     },
     /// List connected and recently seen workers.
     Workers,
+    /// Act on one worker.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
+    /// Fencing: ask whether a fence token still holds its stage.
+    #[command(subcommand)]
+    Fence(FenceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkerCommand {
+    /// Drain a worker: it takes no new job, finishes its running ones, says goodbye and exits.
+    Drain {
+        /// Worker name (see `baton workers`).
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FenceCommand {
+    /// Exit 0 when the token still holds the stage; otherwise say why and exit non-zero.
+    /// Inside a job, every flag defaults to the job's own BATON_* variable.
+    Check {
+        /// Pipeline name.
+        #[arg(long, env = "BATON_PIPELINE")]
+        pipeline: String,
+        /// Stage name.
+        #[arg(long, env = "BATON_STAGE")]
+        stage: String,
+        /// The fence token the job was given.
+        #[arg(long, env = "BATON_FENCE_TOKEN")]
+        token: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +218,14 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Execution { id } => commands::execution::show(&ctx, &id).await,
         Command::Logs { job, follow } => commands::logs::run(&ctx, &job, follow).await,
         Command::Workers => commands::workers::run(&ctx).await,
+        Command::Worker(WorkerCommand::Drain { name }) => {
+            commands::workers::drain(&ctx, &name).await
+        }
+        Command::Fence(FenceCommand::Check {
+            pipeline,
+            stage,
+            token,
+        }) => commands::fence::check(&ctx, &pipeline, &stage, token).await,
     }
 }
 

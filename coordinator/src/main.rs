@@ -19,6 +19,10 @@ struct Args {
     /// How long a silent worker keeps its jobs before it is declared lost.
     #[arg(long, env = "BATON_LEASE", default_value = "15s", value_parser = humantime::parse_duration)]
     lease: Duration,
+    /// How long after a worker is declared lost its jobs still count as running (and hold
+    /// their stage lock).
+    #[arg(long, env = "BATON_LOST_MARGIN", default_value = "5s", value_parser = humantime::parse_duration)]
+    lost_margin: Duration,
     /// How often workers send a heartbeat.
     #[arg(long, env = "BATON_HEARTBEAT", default_value = "5s", value_parser = humantime::parse_duration)]
     heartbeat: Duration,
@@ -41,6 +45,7 @@ fn main() -> std::process::ExitCode {
     }
     let mut config = CoordinatorConfig::new(&args.data_dir);
     config.lease = args.lease;
+    config.lost_margin = args.lost_margin;
     config.heartbeat_interval = args.heartbeat;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

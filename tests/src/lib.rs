@@ -14,6 +14,10 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+mod fleet;
+
+pub use fleet::{WorkerProcess, short_leases, worker_binary};
+
 /// How long any wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -28,6 +32,8 @@ pub struct TestCluster {
     _data: tempfile::TempDir,
     coordinator: Option<(CancellationToken, JoinHandle<()>)>,
     workers: Vec<(baton_worker::Shutdown, JoinHandle<()>)>,
+    /// Adjusts [`test_config`] for this cluster (kept across restarts).
+    configure: fn(&mut baton_coordinator::CoordinatorConfig),
 }
 
 /// A fast coordinator configuration for tests.
@@ -42,6 +48,14 @@ pub fn test_config(data_dir: &Path) -> baton_coordinator::CoordinatorConfig {
 impl TestCluster {
     /// Starts a coordinator and `workers` workers with one slot each and label `os=linux`.
     pub async fn start(workers: usize) -> TestCluster {
+        Self::start_with(workers, |_| {}).await
+    }
+
+    /// [`Self::start`] with a coordinator configuration adjusted by `configure`.
+    pub async fn start_with(
+        workers: usize,
+        configure: fn(&mut baton_coordinator::CoordinatorConfig),
+    ) -> TestCluster {
         let data = tempfile::tempdir().expect("temp dir");
         let mut cluster = TestCluster {
             addr: String::new(),
@@ -50,6 +64,7 @@ impl TestCluster {
             _data: data,
             coordinator: None,
             workers: Vec::new(),
+            configure,
         };
         cluster.start_coordinator(None).await;
         for i in 0..workers {
@@ -64,7 +79,8 @@ impl TestCluster {
         let addr = listener.local_addr().expect("local addr");
         self.addr = format!("http://{addr}");
         let shutdown = CancellationToken::new();
-        let config = test_config(&self.data_dir);
+        let mut config = test_config(&self.data_dir);
+        (self.configure)(&mut config);
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
             if let Err(e) = baton_coordinator::run(config, listener, token).await {

@@ -83,6 +83,11 @@ impl Agent {
         self.draining = true;
     }
 
+    /// Tells the coordinator this worker drains (on a local SIGTERM), so it offers no more jobs.
+    pub fn draining_notice(&self) -> WorkerMessage {
+        ack("", SignalKind::DrainWorker)
+    }
+
     /// Abandon every running job (with its own grace) and stop taking jobs.
     pub fn abandon_all(&mut self, why: &str) {
         self.draining = true;
@@ -179,6 +184,7 @@ impl Agent {
         let ctx = JobContext {
             work_dir: self.config.work_dir.clone(),
             worker_name: self.config.name.clone(),
+            coordinator: self.config.coordinator.clone(),
         };
         let reports = self.reports.clone();
         self.tasks.spawn(async move {

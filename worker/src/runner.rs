@@ -91,6 +91,9 @@ pub struct JobContext {
     pub work_dir: PathBuf,
     /// Exported to steps as `BATON_WORKER`.
     pub worker_name: String,
+    /// The coordinator's address, exported to steps as `BATON_ADDR` so that a step can run
+    /// `baton fence check` (or any `baton` command) against the coordinator that sent it.
+    pub coordinator: String,
 }
 
 /// Runs `spec` to its end and returns how it ended (`None` if withdrawn); the same end is the
@@ -310,6 +313,7 @@ impl Job {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         env.push(("BATON_WORKER".into(), self.ctx.worker_name.clone()));
+        env.push(("BATON_ADDR".into(), self.ctx.coordinator.clone()));
         env.push(("BATON_JOB_ID".into(), self.spec.job_id.clone()));
         env.push(("BATON_STEP".into(), index.to_string()));
         env

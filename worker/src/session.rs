@@ -136,6 +136,9 @@ impl Worker {
                 why,
             })
         };
+        if self.agent.draining {
+            self.pending.push_front(self.agent.draining_notice());
+        }
         while let Some(msg) = self.pending.pop_front() {
             if out.send(msg).await.is_err() {
                 return lost("stream closed while sending buffered reports".into());
@@ -161,7 +164,10 @@ impl Worker {
                     }
                 }
                 _ = heartbeat.tick() => replies.push(wire(Msg::Heartbeat(Heartbeat {}))),
-                () = self.shutdown.drain.cancelled(), if !self.agent.draining => self.agent.drain(),
+                () = self.shutdown.drain.cancelled(), if !self.agent.draining => {
+                    self.agent.drain();
+                    replies.push(self.agent.draining_notice());
+                }
                 () = self.shutdown.abandon.cancelled(), if !self.agent.abandoning => {
                     self.agent.abandon_all("shutdown");
                 }

@@ -43,6 +43,7 @@ impl Harness {
         let ctx = JobContext {
             work_dir: dir.path().to_path_buf(),
             worker_name: "test-worker".into(),
+            coordinator: "http://127.0.0.1:7411".into(),
         };
         let task = tokio::spawn(run_job(spec, ctx, events_tx, control_rx));
         Self {

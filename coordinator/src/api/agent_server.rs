@@ -1,8 +1,8 @@
 //! `AgentService.Session`: one bidirectional stream per worker. The first message must be a
-//! `Register`; logs go straight to the log hub, everything else to the dispatcher.
+//! `Register`; everything after it goes to the dispatcher, which drops reports (log chunks
+//! included) about jobs the worker does not hold.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
@@ -13,14 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::dispatcher::{Connected, Disconnected, Dispatcher, FromSession};
-use crate::logs::LogHub;
 
 /// The worker protocol.
 pub struct AgentApi {
     /// Where sessions are registered.
     pub dispatcher: Addr<Dispatcher>,
-    /// Job logs.
-    pub logs: Arc<LogHub>,
     /// Heartbeat interval told to workers.
     pub heartbeat_interval: Duration,
     /// Lease told to workers.
@@ -67,7 +64,6 @@ impl AgentService for AgentApi {
             .await
             .map_err(|_| Status::unavailable("the coordinator is shutting down"))?;
         let dispatcher = self.dispatcher.clone();
-        let logs = self.logs.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
@@ -76,11 +72,6 @@ impl AgentService for AgentApi {
                     _ = shutdown.cancelled() => break,
                 };
                 match next {
-                    Ok(Some(pb::WorkerMessage {
-                        msg: Some(Msg::Log(log)),
-                    })) => {
-                        logs.append(&log.job_id, log.step, log.stream, log.data);
-                    }
                     Ok(Some(pb::WorkerMessage { msg: Some(msg) })) => {
                         dispatcher.do_send(FromSession {
                             worker: name.clone(),

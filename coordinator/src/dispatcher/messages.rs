@@ -32,6 +32,11 @@ pub enum JobEventKind {
         /// Steps finished so far.
         steps_done: u32,
     },
+    /// It is still queued; `message` says why no worker takes it ("" once one could).
+    Waiting {
+        /// Why it waits, in words.
+        message: String,
+    },
     /// It ended.
     Finished {
         /// Succeeded, Failed, Abandoned, Stopped or Lost.
@@ -138,6 +143,8 @@ pub struct WorkerView {
     pub labels: BTreeMap<String, String>,
     /// Job slots.
     pub slots: u32,
+    /// Slots taken by running jobs and unanswered offers.
+    pub slots_in_use: u32,
     /// Jobs it runs.
     pub running_jobs: Vec<String>,
     /// Connected, draining, disconnected (within its lease) or lost.
@@ -150,3 +157,8 @@ pub struct WorkerView {
 #[derive(Message)]
 #[rtype(result = "Vec<WorkerView>")]
 pub struct ListWorkers;
+
+/// Drains a worker: it takes no new job, finishes its running ones, says goodbye and leaves.
+#[derive(Message)]
+#[rtype(result = "Option<WorkerView>")]
+pub struct DrainWorkerNamed(pub String);

@@ -19,7 +19,9 @@ use crate::clock::SharedClock;
 use crate::logs::LogHub;
 use crate::store::records::JobStatus;
 
+mod lost;
 mod messages;
+mod routing;
 
 pub use messages::*;
 
@@ -42,6 +44,9 @@ struct Offer {
 struct Running {
     worker: String,
     route: Recipient<JobEvent>,
+    /// Its worker was declared lost: nothing it reports about the job counts any more, and
+    /// the job ends Lost when the worker confirms it is gone or the lost margin runs out.
+    lost: bool,
 }
 
 /// Timing the dispatcher works with.
@@ -51,6 +56,9 @@ pub struct DispatchTiming {
     pub offer_timeout: Duration,
     /// How long a silent worker keeps its jobs.
     pub lease: Duration,
+    /// How long after a worker is declared lost its jobs are still taken to be running (the
+    /// worker kills its own jobs once it has been cut off for its lease).
+    pub lost_margin: Duration,
 }
 
 /// Matches ready jobs to workers and routes worker reports.
@@ -63,6 +71,8 @@ pub struct Dispatcher {
     offers: HashMap<String, Offer>,
     running: HashMap<String, Running>,
     next_session: u64,
+    /// Queued jobs no connected worker can take, with the message their pipeline was told.
+    unmatched: HashMap<String, String>,
 }
 
 impl Dispatcher {
@@ -77,6 +87,7 @@ impl Dispatcher {
             offers: HashMap::new(),
             running: HashMap::new(),
             next_session: 0,
+            unmatched: HashMap::new(),
         }
     }
 
@@ -111,6 +122,7 @@ impl Dispatcher {
             }
         }
         self.queue = still_queued;
+        self.report_unmatched();
     }
 
     fn offer(&mut self, worker: String, job: Enqueue, ctx: &mut Context<Self>) {
@@ -170,42 +182,6 @@ impl Dispatcher {
             }
         }
     }
-
-    /// Declares a worker lost: its offers go back to the queue, its jobs become Lost.
-    fn lose(&mut self, worker: &str, ctx: &mut Context<Self>) {
-        if let Some(w) = self.workers.get_mut(worker) {
-            w.lost = true;
-            w.tx = None;
-        }
-        self.take_back_offers(worker, ctx);
-        for id in self.running_on(worker) {
-            tracing::warn!(job_id = %id, %worker, "worker lost; job lost");
-            self.finish(
-                &id,
-                JobEventKind::Finished {
-                    status: JobStatus::Lost,
-                    exit_code: -1,
-                    steps_done: 0,
-                    message: format!("worker {worker} went silent past its lease"),
-                },
-            );
-        }
-        self.dispatch(ctx);
-    }
-
-    fn check_leases(&mut self, ctx: &mut Context<Self>) {
-        let now = self.clock.now_ms();
-        let lease = self.timing.lease.as_millis() as i64;
-        let expired: Vec<String> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| !w.lost && now - w.last_seen_ms > lease)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for worker in expired {
-            self.lose(&worker, ctx);
-        }
-    }
 }
 
 impl Actor for Dispatcher {
@@ -246,6 +222,7 @@ impl Handler<Adopt> for Dispatcher {
             Running {
                 worker: msg.worker,
                 route: msg.route,
+                lost: false,
             },
         );
     }
@@ -315,27 +292,27 @@ impl Handler<Connected> for Dispatcher {
                 last_seen_ms: self.clock.now_ms(),
             },
         );
-        // Jobs we think it runs but it no longer does died with its previous process.
-        let gone: Vec<String> = self
+        // Jobs we think it runs but it no longer does died with its previous process (or it
+        // killed them itself when its lease ran out): the worker confirms they are gone.
+        let gone: Vec<(String, bool)> = self
             .running
             .iter()
             .filter(|(id, r)| r.worker == name && !still_running.contains(*id))
-            .map(|(id, _)| id.clone())
+            .map(|(id, r)| (id.clone(), r.lost))
             .collect();
-        for id in gone {
-            self.finish(
-                &id,
-                JobEventKind::Finished {
-                    status: JobStatus::Lost,
-                    exit_code: -1,
-                    steps_done: 0,
-                    message: format!("worker {name} reconnected without this job"),
-                },
-            );
+        for (id, was_lost) in gone {
+            let message = if was_lost {
+                format!("worker {name} was lost; it came back without this job")
+            } else {
+                format!("worker {name} reconnected without this job")
+            };
+            self.finish_lost(&id, message);
         }
-        // Jobs it runs that nobody here knows any more must not go on.
         for id in still_running {
-            if !self.running.contains_key(&id) {
+            let lost = self.running.get(&id).map(|r| r.lost);
+            // Unknown here, or given up as lost: it must not go on. A lost one ends once the
+            // worker confirms its processes are gone.
+            if lost != Some(false) {
                 self.send(
                     &name,
                     ToWorker::Abandon(pb::AbandonJob {
@@ -390,8 +367,12 @@ impl Handler<FromSession> for Dispatcher {
             // A message from a replaced session: that connection is stale.
             _ => return,
         }
-        let holds =
-            |act: &Self, job_id: &str| act.running.get(job_id).is_some_and(|r| r.worker == worker);
+        // Whether this worker holds the job: reports about any other job are dropped.
+        let holds = |act: &Self, job_id: &str| {
+            act.running
+                .get(job_id)
+                .is_some_and(|r| r.worker == worker && !r.lost)
+        };
         match msg.msg {
             FromWorker::OfferReply(reply) => {
                 let offer = match self.offers.remove(&reply.job_id) {
@@ -427,6 +408,7 @@ impl Handler<FromSession> for Dispatcher {
                         Running {
                             worker,
                             route: offer.job.route,
+                            lost: false,
                         },
                     );
                 } else {
@@ -444,7 +426,7 @@ impl Handler<FromSession> for Dispatcher {
                 if let Some(run) = self
                     .running
                     .get(&step.job_id)
-                    .filter(|r| r.worker == worker)
+                    .filter(|r| r.worker == worker && !r.lost)
                 {
                     run.route.do_send(JobEvent {
                         job_id: step.job_id,
@@ -466,6 +448,18 @@ impl Handler<FromSession> for Dispatcher {
                         },
                     );
                     self.dispatch(ctx);
+                } else if self
+                    .running
+                    .get(&done.job_id)
+                    .is_some_and(|r| r.worker == worker && r.lost)
+                {
+                    self.finish_lost(
+                        &done.job_id,
+                        format!(
+                            "worker {worker} was lost; it confirmed the job's processes are gone"
+                        ),
+                    );
+                    self.dispatch(ctx);
                 } else {
                     tracing::warn!(job_id = %done.job_id, %worker, "dropped a report for a job this worker does not hold");
                 }
@@ -485,7 +479,14 @@ impl Handler<FromSession> for Dispatcher {
                 tracing::debug!(job_id = %ack.job_id, %worker, kind = ack.kind, "signal acknowledged");
             }
             FromWorker::Heartbeat(_) | FromWorker::JobStarted(_) | FromWorker::Register(_) => {}
-            FromWorker::Log(_) => {}
+            FromWorker::Log(log) => {
+                if holds(self, &log.job_id) {
+                    self.logs
+                        .append(&log.job_id, log.step, log.stream, log.data);
+                } else {
+                    tracing::warn!(job_id = %log.job_id, %worker, "dropped log output of a job this worker does not hold");
+                }
+            }
         }
     }
 }
@@ -500,6 +501,7 @@ impl Handler<ListWorkers> for Dispatcher {
                     name: name.clone(),
                     labels: w.labels.clone(),
                     slots: w.slots,
+                    slots_in_use: self.busy(name) as u32,
                     running_jobs: self.running_on(name),
                     state: if w.lost {
                         pb::WorkerState::Lost

@@ -42,7 +42,14 @@ pub fn job_spec(job: &JobRecord) -> pb::JobSpec {
 }
 
 impl PipelineActor {
-    fn event(&self, exec: &str, stage: &str, job: &str, change: Change, message: String) -> Event {
+    pub(super) fn event(
+        &self,
+        exec: &str,
+        stage: &str,
+        job: &str,
+        change: Change,
+        message: String,
+    ) -> Event {
         Event {
             seq: 0,
             at_ms: self.now(),
@@ -346,9 +353,21 @@ impl PipelineActor {
         let message = match event.kind {
             JobEventKind::Accepted { worker } => {
                 job.status = JobStatus::Running;
+                job.message.clear();
                 job.worker = worker.clone();
                 job.started_at_ms = now;
                 Some(format!("{} running on {worker}", job.action))
+            }
+            JobEventKind::Waiting { message } => {
+                if job.status != JobStatus::Queued || job.message == message {
+                    return;
+                }
+                job.message = message;
+                Some(if job.message.is_empty() {
+                    format!("{} can be taken by a connected worker", job.action)
+                } else {
+                    format!("{} waits: {}", job.action, job.message)
+                })
             }
             JobEventKind::StepFinished { steps_done } => {
                 job.steps_done = job.steps_done.max(steps_done);
@@ -373,7 +392,9 @@ impl PipelineActor {
             let status = job.status;
             let ev = self.event(&exec_id, &stage, &job_id, Change::Job(status), message);
             txn.events.push(ev);
-            self.evaluate_stage(&exec_id, txn);
+            if !self.retry_lost(&job_id, txn) {
+                self.evaluate_stage(&exec_id, txn);
+            }
         }
     }
 
@@ -396,6 +417,7 @@ impl PipelineActor {
             .iter()
             .filter_map(|id| self.jobs.get(id))
             .filter(|j| j.run_order == run.run_order)
+            .filter(|j| !super::retry::replaced(j, &run.jobs, &self.jobs))
             .map(|j| JobView {
                 action: &j.action,
                 status: j.status,

@@ -4,7 +4,9 @@
 pub mod actor;
 mod flow;
 pub use flow::short;
+pub mod fence;
 pub mod progress;
+mod retry;
 mod txn;
 
 pub use actor::{PipelineActor, Shared};

@@ -203,6 +203,8 @@ fn expected_form(key: &str) -> Option<&'static str> {
         "labels" => "a mapping of worker labels such as `{ os: linux }`",
         "env" => "a mapping of environment variables such as `{ RUST_LOG: info }`",
         "timeout" | "grace" => "a duration such as 30s, 5m, 1h30m",
+        "retry" => "a mapping such as `{ lost: 2 }`",
+        "lost" => "a whole number from 0 to 10",
         _ => return None,
     })
 }

@@ -15,7 +15,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use super::diagnostic::{Pos, error_at, from_yaml_error};
-use super::model::{ActionSpec, DEFAULT_GRACE, Mode, PipelineSpec, StageSpec};
+use super::model::{ActionSpec, DEFAULT_GRACE, Mode, PipelineSpec, RetryPolicy, StageSpec};
 use super::rules;
 
 /// A pipeline file that cannot be used, with where and what.
@@ -87,6 +87,15 @@ struct RawAction {
     env: Option<Spanned<Pairs>>,
     #[serde(default)]
     run: Option<Spanned<Vec<Spanned<Option<String>>>>>,
+    #[serde(default)]
+    retry: Option<Spanned<RawRetry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    #[serde(default)]
+    lost: Option<Spanned<u32>>,
 }
 
 /// A string-to-string mapping that keeps where each key was written.
@@ -269,6 +278,11 @@ impl Cx<'_> {
             rules::check_step(&text).map_err(|m| self.err(at, m))?;
             steps.push(text);
         }
+        let mut retry = RetryPolicy::default();
+        if let Some(lost) = raw.retry.and_then(|r| r.value.lost) {
+            rules::check_retry_lost(lost.value).map_err(|m| self.err(pos(&lost), m))?;
+            retry.lost = lost.value;
+        }
         Ok(ActionSpec {
             name,
             run_order,
@@ -277,6 +291,7 @@ impl Cx<'_> {
             timeout,
             grace,
             env,
+            retry,
         })
     }
 
@@ -331,6 +346,7 @@ stages:
         labels: { os: linux }
         timeout: 10m
         grace: 2s
+        retry: { lost: 2 }
         env: { RUST_LOG: info }
         run:
           - cargo build
@@ -361,6 +377,7 @@ stages:
                             labels: BTreeMap::from([("os".into(), "linux".into())]),
                             timeout: Some(Duration::from_secs(600)),
                             grace: Duration::from_secs(2),
+                            retry: RetryPolicy { lost: 2 },
                             env: BTreeMap::from([("RUST_LOG".into(), "info".into())]),
                         },
                         ActionSpec {
@@ -370,6 +387,7 @@ stages:
                             labels: BTreeMap::new(),
                             timeout: None,
                             grace: DEFAULT_GRACE,
+                            retry: RetryPolicy::default(),
                             env: BTreeMap::new(),
                         },
                     ],
@@ -384,6 +402,7 @@ stages:
                         labels: BTreeMap::new(),
                         timeout: None,
                         grace: DEFAULT_GRACE,
+                        retry: RetryPolicy::default(),
                         env: BTreeMap::new(),
                     }],
                 },
@@ -435,7 +454,7 @@ stages:
             text,
             6,
             9,
-            "unknown key `tiemout`; expected one of name, run_order, labels, timeout, grace, env, run (did you mean `timeout`?)",
+            "unknown key `tiemout`; expected one of name, run_order, labels, timeout, grace, env, run, retry (did you mean `timeout`?)",
         );
     }
 
@@ -496,6 +515,24 @@ stages:
         assert_error(&with("0s"), 6, 18, "leave `timeout` out for no limit");
         let grace = "name: a\nstages:\n  - name: s\n    actions:\n      - name: x\n        grace: soon\n        run: [make]\n";
         assert_error(grace, 6, 16, "`grace: soon` is not a duration");
+    }
+
+    #[test]
+    fn retry_lost_is_bounded_and_its_keys_checked() {
+        let with = |v: &str| {
+            format!(
+                "name: a\nstages:\n  - name: s\n    actions:\n      - name: x\n        retry: {v}\n        run: [make]\n"
+            )
+        };
+        assert_error(
+            &with("{ lost: 11 }"),
+            6,
+            24,
+            "`retry.lost: 11` is too many; at most 10",
+        );
+        assert_error(&with("{ los: 1 }"), 6, 18, "unknown key `los`");
+        let ok = parse_pipeline_file("p.yaml", &with("{ lost: 3 }")).expect("valid");
+        assert_eq!(ok.stages[0].actions[0].retry, RetryPolicy { lost: 3 });
     }
 
     #[test]

@@ -57,7 +57,20 @@ pub struct ActionSpec {
     pub grace: Duration,
     /// Extra environment for every step. Default: none.
     pub env: BTreeMap<String, String>,
+    /// What to do when a job of this action is lost with its worker. Default: fail.
+    pub retry: RetryPolicy,
 }
+
+/// When a job is tried again (`retry:` in the pipeline file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryPolicy {
+    /// How many times a job lost with its worker is tried again on another worker (a new
+    /// attempt) before the action fails. Default: 0 (a lost job fails the action).
+    pub lost: u32,
+}
+
+/// Largest `retry.lost` accepted.
+pub const MAX_RETRY_LOST: u32 = 10;
 
 /// Default abandon grace period (Buildkite's).
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);

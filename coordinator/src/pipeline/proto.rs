@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use baton_proto::v1::{ActionDefinition, ExecutionMode, PipelineDefinition, StageDefinition};
 
-use super::model::{ActionSpec, Mode, PipelineSpec, StageSpec};
+use super::model::{ActionSpec, Mode, PipelineSpec, RetryPolicy, StageSpec};
 
 /// The protobuf enum value for a mode.
 pub fn mode_to_proto(mode: Mode) -> ExecutionMode {
@@ -63,6 +63,9 @@ fn action_to_proto(action: &ActionSpec) -> ActionDefinition {
         timeout_ms: action.timeout.map_or(0, millis),
         grace_ms: millis(action.grace),
         env: action.env.clone().into_iter().collect(),
+        retry: Some(baton_proto::v1::RetryPolicy {
+            lost: action.retry.lost,
+        }),
     }
 }
 
@@ -103,6 +106,9 @@ fn action_from_proto(action: &ActionDefinition) -> ActionSpec {
         timeout: (action.timeout_ms > 0).then(|| Duration::from_millis(action.timeout_ms)),
         grace: Duration::from_millis(action.grace_ms),
         env: action.env.clone().into_iter().collect(),
+        retry: RetryPolicy {
+            lost: action.retry.as_ref().map_or(0, |r| r.lost),
+        },
     }
 }
 
@@ -122,6 +128,7 @@ mod tests {
             timeout: None,
             grace: DEFAULT_GRACE,
             env: BTreeMap::new(),
+            retry: RetryPolicy { lost: 2 },
         };
         PipelineSpec {
             name: "web-app".into(),
