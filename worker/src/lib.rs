@@ -6,6 +6,7 @@
 //! for embedding. The worker never reports a job ended while a live process of it remains.
 
 mod agent;
+pub mod cgroup;
 pub mod config;
 mod error;
 pub mod proc_group;

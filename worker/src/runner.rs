@@ -15,8 +15,8 @@ use baton_proto::v1::{JobOutcome, JobSpec, LogStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::proc_group;
 use crate::step::{self, Step, StepSpec};
+use nix::sys::signal::Signal;
 
 /// Grace between SIGTERM and SIGKILL when neither the signal nor the job names one.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -250,10 +250,10 @@ impl Job {
                         }
                     };
                     // Background children must not outlive their step.
-                    if proc_group::is_alive(step.pgid) {
+                    if step.alive() {
                         let line = "killing processes the step left running\n";
                         self.system(index, line.to_string()).await;
-                        proc_group::kill(step.pgid).await;
+                        step.kill_all().await;
                     }
                     return StepEnd::Exited(code);
                 }
@@ -292,7 +292,7 @@ impl Job {
         why: String,
     ) -> i32 {
         self.system(index, format!("{why}\n")).await;
-        if proc_group::terminate(step.pgid, grace).await {
+        if step.terminate(Signal::SIGTERM, grace).await {
             let line = format!("still running after {}: sent SIGKILL\n", fmt(grace));
             self.system(index, line).await;
         }

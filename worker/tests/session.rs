@@ -275,7 +275,9 @@ async fn worker_reattaches_after_a_broken_stream_and_abandons_on_request() {
     let script = "echo $$ > pid; trap '' TERM; echo started; while true; do sleep 0.01; done";
     s.send(offer("j1", &[script, "touch never"])).await;
     loop {
+        // Stdout only: the step header (system stream) quotes the command, "started" included.
         if let Msg::Log(l) = s.next().await
+            && l.stream == baton_proto::v1::LogStream::Stdout as i32
             && String::from_utf8_lossy(&l.data).contains("started")
         {
             break;
@@ -318,6 +320,10 @@ async fn worker_reattaches_after_a_broken_stream_and_abandons_on_request() {
     assert!(!work.path().join("j1").join("never").exists());
 
     shutdown.drain.cancel();
+    let Msg::SignalAck(notice) = s.next().await else {
+        panic!("expected the drain notice")
+    };
+    assert_eq!(notice.kind, SignalKind::DrainWorker as i32);
     let Msg::Goodbye(bye) = s.next().await else {
         panic!("expected Goodbye")
     };
@@ -352,7 +358,9 @@ async fn worker_abandons_its_jobs_when_the_lease_runs_out_while_disconnected() {
     }
     s.send(CMsg::Offer(job)).await;
     loop {
+        // Stdout only: the step header (system stream) quotes the command, "started" included.
         if let Msg::Log(l) = s.next().await
+            && l.stream == baton_proto::v1::LogStream::Stdout as i32
             && String::from_utf8_lossy(&l.data).contains("started")
         {
             break;
@@ -391,9 +399,17 @@ async fn worker_abandons_its_jobs_when_the_lease_runs_out_while_disconnected() {
             break f;
         }
     };
-    assert_eq!(finished.outcome, JobOutcome::Abandoned as i32);
+    assert_eq!(
+        finished.outcome,
+        JobOutcome::Abandoned as i32,
+        "{finished:?}"
+    );
 
     shutdown.drain.cancel();
+    let Msg::SignalAck(notice) = s.next().await else {
+        panic!("expected the drain notice")
+    };
+    assert_eq!(notice.kind, SignalKind::DrainWorker as i32);
     let Msg::Goodbye(_) = s.next().await else {
         panic!("expected Goodbye")
     };
