@@ -110,6 +110,7 @@ pub async fn run_job(
     };
     let timeout = (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms));
     let mut job = Job {
+        cancel_signal: cancel_signal(&spec.cancel_signal),
         deadline: timeout.map(|t| Instant::now() + t),
         timeout,
         grace,
@@ -128,6 +129,22 @@ pub async fn run_job(
     end
 }
 
+/// The signal named by a job's `cancel_signal` (`TERM` when empty or unknown).
+fn cancel_signal(name: &str) -> Signal {
+    match name {
+        "" | "TERM" => Signal::SIGTERM,
+        "INT" => Signal::SIGINT,
+        "QUIT" => Signal::SIGQUIT,
+        "HUP" => Signal::SIGHUP,
+        "USR1" => Signal::SIGUSR1,
+        "USR2" => Signal::SIGUSR2,
+        other => {
+            tracing::warn!(signal = other, "unknown cancel signal; using SIGTERM");
+            Signal::SIGTERM
+        }
+    }
+}
+
 /// How one step's process ended.
 enum StepEnd {
     Exited(i32),
@@ -143,6 +160,8 @@ struct Job {
     control: Option<mpsc::Receiver<JobControl>>,
     draining: bool,
     grace: Duration,
+    /// Sent first on abandon and timeout; SIGKILL follows after `grace`.
+    cancel_signal: Signal,
     timeout: Option<Duration>,
     deadline: Option<Instant>,
 }
@@ -260,7 +279,11 @@ impl Job {
                 ctl = recv(&mut self.control) => match ctl {
                     Some(JobControl::Abandon { grace }) => {
                         let grace = grace.unwrap_or(self.grace);
-                        let why = format!("abandon requested: SIGTERM, {} grace", fmt(grace));
+                        let why = format!(
+                            "abandon requested: {}, {} grace",
+                            self.cancel_signal.as_str(),
+                            fmt(grace)
+                        );
                         let code = self.terminate(step, index, grace, why).await;
                         return StepEnd::Abandoned(code);
                     }
@@ -275,7 +298,12 @@ impl Job {
                     None => self.control = None,
                 },
                 () = until(deadline) => {
-                    let why = format!("{}: SIGTERM, {} grace", self.timed_out(), fmt(self.grace));
+                    let why = format!(
+                        "{}: {}, {} grace",
+                        self.timed_out(),
+                        self.cancel_signal.as_str(),
+                        fmt(self.grace)
+                    );
                     let code = self.terminate(step, index, self.grace, why).await;
                     return StepEnd::TimedOut(code);
                 }
@@ -292,7 +320,7 @@ impl Job {
         why: String,
     ) -> i32 {
         self.system(index, format!("{why}\n")).await;
-        if step.terminate(Signal::SIGTERM, grace).await {
+        if step.terminate(self.cancel_signal, grace).await {
             let line = format!("still running after {}: sent SIGKILL\n", fmt(grace));
             self.system(index, line).await;
         }

@@ -327,3 +327,35 @@ async fn large_output_comes_in_chunks_of_at_most_64_kib() {
     assert_eq!(sizes.iter().sum::<usize>(), 300_000);
     assert!(sizes.iter().all(|s| *s <= baton_worker::LOG_CHUNK));
 }
+
+#[tokio::test]
+async fn abandon_sends_the_actions_cancel_signal_first() {
+    let script = r#"
+        trap 'echo got INT; exit 7' INT
+        trap '' TERM
+        echo "rea"dy
+        while true; do sleep 0.01; done
+    "#;
+    let mut spec = job("int-1", &[script]);
+    spec.cancel_signal = "INT".into();
+    let mut h = Harness::start(spec, &[]);
+    h.wait_log(LogStream::Stdout, "ready").await;
+    h.control
+        .send(JobControl::Abandon {
+            grace: Some(Duration::from_secs(60)),
+        })
+        .await
+        .expect("send abandon");
+    let end = h.end().await;
+    assert_eq!(end.outcome, JobOutcome::Abandoned);
+    assert_eq!(
+        end.exit_code, 7,
+        "the step ended itself on SIGINT, well before the grace"
+    );
+    assert!(h.output(LogStream::Stdout).contains("got INT"));
+    assert!(
+        h.output(LogStream::System)
+            .contains("abandon requested: SIGINT")
+    );
+    assert!(!h.output(LogStream::System).contains("sent SIGKILL"));
+}

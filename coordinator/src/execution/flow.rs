@@ -38,6 +38,7 @@ pub fn job_spec(job: &JobRecord) -> pb::JobSpec {
         grace_ms: job.grace_ms,
         fence_token: job.fence_token,
         attempt: job.attempt,
+        cancel_signal: job.cancel_signal.clone(),
     }
 }
 
@@ -307,6 +308,7 @@ impl PipelineActor {
                 grace_ms: action.grace.as_millis() as u64,
                 fence_token: fence,
                 message: String::new(),
+                cancel_signal: action.cancel_signal.as_str().to_string(),
             });
         }
         let stage_name = stage.name.clone();

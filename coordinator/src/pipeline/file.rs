@@ -15,7 +15,9 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use super::diagnostic::{Pos, error_at, from_yaml_error};
-use super::model::{ActionSpec, DEFAULT_GRACE, Mode, PipelineSpec, RetryPolicy, StageSpec};
+use super::model::{
+    ActionSpec, CancelSignal, DEFAULT_GRACE, Mode, PipelineSpec, RetryPolicy, StageSpec,
+};
 use super::rules;
 
 /// A pipeline file that cannot be used, with where and what.
@@ -89,6 +91,8 @@ struct RawAction {
     run: Option<Spanned<Vec<Spanned<Option<String>>>>>,
     #[serde(default)]
     retry: Option<Spanned<RawRetry>>,
+    #[serde(default)]
+    cancel_signal: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -283,6 +287,10 @@ impl Cx<'_> {
             rules::check_retry_lost(lost.value).map_err(|m| self.err(pos(&lost), m))?;
             retry.lost = lost.value;
         }
+        let cancel_signal = match raw.cancel_signal {
+            Some(s) => CancelSignal::parse(&s.value).map_err(|m| self.err(pos(&s), m))?,
+            None => CancelSignal::default(),
+        };
         Ok(ActionSpec {
             name,
             run_order,
@@ -292,6 +300,7 @@ impl Cx<'_> {
             grace,
             env,
             retry,
+            cancel_signal,
         })
     }
 
@@ -347,6 +356,7 @@ stages:
         timeout: 10m
         grace: 2s
         retry: { lost: 2 }
+        cancel_signal: INT
         env: { RUST_LOG: info }
         run:
           - cargo build
@@ -378,6 +388,7 @@ stages:
                             timeout: Some(Duration::from_secs(600)),
                             grace: Duration::from_secs(2),
                             retry: RetryPolicy { lost: 2 },
+                            cancel_signal: CancelSignal::Int,
                             env: BTreeMap::from([("RUST_LOG".into(), "info".into())]),
                         },
                         ActionSpec {
@@ -388,6 +399,7 @@ stages:
                             timeout: None,
                             grace: DEFAULT_GRACE,
                             retry: RetryPolicy::default(),
+                            cancel_signal: CancelSignal::default(),
                             env: BTreeMap::new(),
                         },
                     ],
@@ -403,6 +415,7 @@ stages:
                         timeout: None,
                         grace: DEFAULT_GRACE,
                         retry: RetryPolicy::default(),
+                        cancel_signal: CancelSignal::default(),
                         env: BTreeMap::new(),
                     }],
                 },
@@ -454,7 +467,7 @@ stages:
             text,
             6,
             9,
-            "unknown key `tiemout`; expected one of name, run_order, labels, timeout, grace, env, run, retry (did you mean `timeout`?)",
+            "unknown key `tiemout`; expected one of name, run_order, labels, timeout, grace, env, run, retry, cancel_signal (did you mean `timeout`?)",
         );
     }
 
@@ -533,6 +546,23 @@ stages:
         assert_error(&with("{ los: 1 }"), 6, 18, "unknown key `los`");
         let ok = parse_pipeline_file("p.yaml", &with("{ lost: 3 }")).expect("valid");
         assert_eq!(ok.stages[0].actions[0].retry, RetryPolicy { lost: 3 });
+    }
+
+    #[test]
+    fn cancel_signal_names_the_signals_it_accepts() {
+        let with = |v: &str| {
+            format!(
+                "name: a\nstages:\n  - name: s\n    actions:\n      - name: x\n        cancel_signal: {v}\n        run: [make]\n"
+            )
+        };
+        assert_error(
+            &with("KILL"),
+            6,
+            24,
+            "use one of TERM, INT, QUIT, HUP, USR1, USR2",
+        );
+        let ok = parse_pipeline_file("p.yaml", &with("SIGQUIT")).expect("valid");
+        assert_eq!(ok.stages[0].actions[0].cancel_signal, CancelSignal::Quit);
     }
 
     #[test]

@@ -7,4 +7,6 @@ pub mod proto;
 pub mod rules;
 
 pub use file::{PipelineFileError, parse_pipeline_file};
-pub use model::{ActionSpec, DEFAULT_GRACE, Mode, PipelineSpec, RetryPolicy, StageSpec};
+pub use model::{
+    ActionSpec, CancelSignal, DEFAULT_GRACE, Mode, PipelineSpec, RetryPolicy, StageSpec,
+};

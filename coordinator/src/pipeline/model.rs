@@ -59,6 +59,70 @@ pub struct ActionSpec {
     pub env: BTreeMap<String, String>,
     /// What to do when a job of this action is lost with its worker. Default: fail.
     pub retry: RetryPolicy,
+    /// The signal an abandon (or timeout) sends first, before SIGKILL after `grace`, as the
+    /// name without `SIG`. Default: `TERM`.
+    pub cancel_signal: CancelSignal,
+}
+
+/// Signals a job may be asked to stop with (`cancel_signal:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CancelSignal {
+    /// SIGTERM (default).
+    #[default]
+    Term,
+    /// SIGINT, as Ctrl-C would.
+    Int,
+    /// SIGQUIT.
+    Quit,
+    /// SIGHUP.
+    Hup,
+    /// SIGUSR1.
+    Usr1,
+    /// SIGUSR2.
+    Usr2,
+}
+
+impl CancelSignal {
+    /// Every accepted signal.
+    pub const ALL: [CancelSignal; 6] = [
+        CancelSignal::Term,
+        CancelSignal::Int,
+        CancelSignal::Quit,
+        CancelSignal::Hup,
+        CancelSignal::Usr1,
+        CancelSignal::Usr2,
+    ];
+
+    /// The name without `SIG`, as written in a pipeline file and sent to workers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelSignal::Term => "TERM",
+            CancelSignal::Int => "INT",
+            CancelSignal::Quit => "QUIT",
+            CancelSignal::Hup => "HUP",
+            CancelSignal::Usr1 => "USR1",
+            CancelSignal::Usr2 => "USR2",
+        }
+    }
+
+    /// Parses `TERM`, `SIGTERM`, `term`...; `""` is the default.
+    pub fn parse(text: &str) -> Result<CancelSignal, String> {
+        if text.is_empty() {
+            return Ok(CancelSignal::Term);
+        }
+        let upper = text.to_ascii_uppercase();
+        let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+        CancelSignal::ALL
+            .into_iter()
+            .find(|s| s.as_str() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = CancelSignal::ALL.iter().map(|s| s.as_str()).collect();
+                format!(
+                    "`cancel_signal: {text}` is not a signal Baton sends; use one of {}",
+                    names.join(", ")
+                )
+            })
+    }
 }
 
 /// When a job is tried again (`retry:` in the pipeline file).

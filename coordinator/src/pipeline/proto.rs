@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use baton_proto::v1::{ActionDefinition, ExecutionMode, PipelineDefinition, StageDefinition};
 
-use super::model::{ActionSpec, Mode, PipelineSpec, RetryPolicy, StageSpec};
+use super::model::{ActionSpec, CancelSignal, Mode, PipelineSpec, RetryPolicy, StageSpec};
 
 /// The protobuf enum value for a mode.
 pub fn mode_to_proto(mode: Mode) -> ExecutionMode {
@@ -66,6 +66,7 @@ fn action_to_proto(action: &ActionSpec) -> ActionDefinition {
         retry: Some(baton_proto::v1::RetryPolicy {
             lost: action.retry.lost,
         }),
+        cancel_signal: action.cancel_signal.as_str().to_string(),
     }
 }
 
@@ -93,12 +94,16 @@ fn stage_from_proto(stage: &StageDefinition) -> Result<StageSpec, String> {
     Ok(StageSpec {
         name: stage.name.clone(),
         mode: mode_from_proto(stage.mode).map_err(|e| format!("stage `{}`: {e}", stage.name))?,
-        actions: stage.actions.iter().map(action_from_proto).collect(),
+        actions: stage
+            .actions
+            .iter()
+            .map(action_from_proto)
+            .collect::<Result<_, _>>()?,
     })
 }
 
-fn action_from_proto(action: &ActionDefinition) -> ActionSpec {
-    ActionSpec {
+fn action_from_proto(action: &ActionDefinition) -> Result<ActionSpec, String> {
+    Ok(ActionSpec {
         name: action.name.clone(),
         run_order: action.run_order,
         steps: action.steps.clone(),
@@ -109,7 +114,9 @@ fn action_from_proto(action: &ActionDefinition) -> ActionSpec {
         retry: RetryPolicy {
             lost: action.retry.as_ref().map_or(0, |r| r.lost),
         },
-    }
+        cancel_signal: CancelSignal::parse(&action.cancel_signal)
+            .map_err(|e| format!("action `{}`: {e}", action.name))?,
+    })
 }
 
 #[cfg(test)]
@@ -129,6 +136,7 @@ mod tests {
             grace: DEFAULT_GRACE,
             env: BTreeMap::new(),
             retry: RetryPolicy { lost: 2 },
+            cancel_signal: CancelSignal::Hup,
         };
         PipelineSpec {
             name: "web-app".into(),

@@ -212,4 +212,8 @@ pub struct JobRecord {
     pub fence_token: u64,
     /// What happened, in words.
     pub message: String,
+    /// The signal an abandon sends first (`TERM`, `INT`, ...). Empty in records written
+    /// before it existed, which means TERM.
+    #[serde(default)]
+    pub cancel_signal: String,
 }
