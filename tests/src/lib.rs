@@ -15,8 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 mod fleet;
+mod proxy;
 
 pub use fleet::{WorkerProcess, short_leases, worker_binary};
+pub use proxy::CutProxy;
 
 /// How long any wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
