@@ -69,7 +69,10 @@ async fn check_fence_holds_only_for_the_execution_inside_the_stage() {
 }
 
 fn wire(msg: Msg) -> pb::WorkerMessage {
-    pb::WorkerMessage { msg: Some(msg) }
+    pb::WorkerMessage {
+        msg: Some(msg),
+        seq: 0,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,6 +33,8 @@ pub(crate) struct Agent {
     pub draining: bool,
     /// The running jobs were told to abandon.
     pub abandoning: bool,
+    /// Identifies this worker process: report sequence numbers restart with it.
+    incarnation: String,
 }
 
 impl Agent {
@@ -45,6 +47,13 @@ impl Agent {
             reports,
             draining: false,
             abandoning: false,
+            incarnation: format!(
+                "{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ),
         }
     }
 
@@ -59,6 +68,7 @@ impl Agent {
             token: self.config.token.clone(),
             running_jobs,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            incarnation: self.incarnation.clone(),
         }))
     }
 
@@ -152,6 +162,8 @@ impl Agent {
                 self.drain();
                 vec![ack("", SignalKind::DrainWorker)]
             }
+            // The session keeps the re-send buffer; nothing for the jobs here.
+            CMsg::Applied(_) => Vec::new(),
         }
     }
 
@@ -253,5 +265,8 @@ fn ack(job_id: &str, kind: SignalKind) -> WorkerMessage {
 
 /// Wraps a message in the envelope.
 pub(crate) fn wire(msg: Msg) -> WorkerMessage {
-    WorkerMessage { msg: Some(msg) }
+    WorkerMessage {
+        msg: Some(msg),
+        seq: 0,
+    }
 }

@@ -51,6 +51,8 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerE
         backoff,
         lost_at: None,
         lease_expired: false,
+        next_seq: 1,
+        unacked: VecDeque::new(),
     };
     worker.run(endpoint).await
 }

@@ -137,6 +137,8 @@ async fn register(s: &mut Session) -> baton_proto::v1::Register {
     };
     s.send(CMsg::Registered(Registered {
         heartbeat_interval_ms: 50,
+        // This fake applied everything it was sent: nothing to re-send.
+        resume_after: u64::MAX,
         lease_ms: 5_000,
     }))
     .await;
@@ -172,6 +174,8 @@ async fn worker_registers_runs_an_offered_job_and_drains_on_request() {
     assert!(reg.running_jobs.is_empty());
     s.send(CMsg::Registered(Registered {
         heartbeat_interval_ms: 50,
+        // This fake applied everything it was sent: nothing to re-send.
+        resume_after: u64::MAX,
         lease_ms: 5_000,
     }))
     .await;
@@ -347,6 +351,8 @@ async fn worker_abandons_its_jobs_when_the_lease_runs_out_while_disconnected() {
     s.send(CMsg::Registered(Registered {
         heartbeat_interval_ms: 50,
         lease_ms: 200,
+        // This fake applied everything it was sent: nothing to re-send.
+        resume_after: u64::MAX,
     }))
     .await;
     let script = "echo $$ > pid; trap '' TERM; echo started; while true; do sleep 0.01; done";
@@ -392,6 +398,8 @@ async fn worker_abandons_its_jobs_when_the_lease_runs_out_while_disconnected() {
     s.send(CMsg::Registered(Registered {
         heartbeat_interval_ms: 50,
         lease_ms: 200,
+        // This fake applied everything it was sent: nothing to re-send.
+        resume_after: u64::MAX,
     }))
     .await;
     let finished = loop {

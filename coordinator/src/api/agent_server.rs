@@ -40,6 +40,7 @@ impl AgentService for AgentApi {
         let register = match inbound.message().await? {
             Some(pb::WorkerMessage {
                 msg: Some(Msg::Register(r)),
+                ..
             }) => r,
             _ => {
                 return Err(Status::invalid_argument(
@@ -52,15 +53,18 @@ impl AgentService for AgentApi {
         }
         let name = register.name.clone();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let _ = tx.send(pb::CoordinatorMessage {
-            msg: Some(pb::coordinator_message::Msg::Registered(pb::Registered {
-                heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
-                lease_ms: self.lease.as_millis() as u64,
-            })),
-        });
+        let registered = pb::Registered {
+            heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
+            lease_ms: self.lease.as_millis() as u64,
+            resume_after: 0,
+        };
         let session = self
             .dispatcher
-            .send(Connected { register, tx })
+            .send(Connected {
+                register,
+                registered,
+                tx,
+            })
             .await
             .map_err(|_| Status::unavailable("the coordinator is shutting down"))?;
         let dispatcher = self.dispatcher.clone();
@@ -72,10 +76,14 @@ impl AgentService for AgentApi {
                     _ = shutdown.cancelled() => break,
                 };
                 match next {
-                    Ok(Some(pb::WorkerMessage { msg: Some(msg) })) => {
+                    Ok(Some(pb::WorkerMessage {
+                        msg: Some(msg),
+                        seq,
+                    })) => {
                         dispatcher.do_send(FromSession {
                             worker: name.clone(),
                             session,
+                            seq,
                             msg,
                         });
                     }

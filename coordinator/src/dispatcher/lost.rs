@@ -3,6 +3,9 @@
 //! takes them to be gone only when the worker says so (it reconnects without them, or reports
 //! them ended) or when the lost margin has passed too. Only then does the job end Lost, and
 //! only then can its pipeline retry it or release the stage lock.
+//!
+//! Also here: which reports a worker re-sent after a broken stream were applied already
+//! (sequence numbers per worker incarnation), so each is applied exactly once.
 
 use actix::prelude::*;
 
@@ -54,6 +57,36 @@ impl Dispatcher {
                 message,
             },
         );
+    }
+
+    /// Where worker `name` (this `incarnation` of it) resumes: the last report applied from it.
+    /// A new incarnation (a restarted worker process) starts again at 0.
+    pub(super) fn resume_point(&mut self, name: &str, incarnation: &str) -> u64 {
+        let entry = self
+            .applied
+            .entry(name.to_string())
+            .or_insert_with(|| (incarnation.to_string(), 0));
+        if entry.0 != incarnation {
+            *entry = (incarnation.to_string(), 0);
+        }
+        entry.1
+    }
+
+    /// Records report `seq` from `worker`; false when it was applied before (a re-send).
+    /// Unsequenced messages (0) always count.
+    pub(super) fn first_time(&mut self, worker: &str, seq: u64) -> bool {
+        if seq == 0 {
+            return true;
+        }
+        let entry = self
+            .applied
+            .entry(worker.to_string())
+            .or_insert_with(|| (String::new(), 0));
+        if seq <= entry.1 {
+            return false;
+        }
+        entry.1 = seq;
+        true
     }
 
     /// Declares lost every worker silent for longer than its lease.

@@ -102,12 +102,15 @@ pub struct Signal {
     pub signal: JobSignal,
 }
 
-/// A worker registered on a new session.
+/// A worker registered on a new session. The dispatcher sends `registered` (with the
+/// worker's resume point filled in) before anything else on `tx`.
 #[derive(Message)]
 #[rtype(result = "u64")]
 pub struct Connected {
     /// The worker's registration.
     pub register: pb::Register,
+    /// The answer to send first.
+    pub registered: pb::Registered,
     /// Its outbound stream.
     pub tx: UnboundedSender<pb::CoordinatorMessage>,
 }
@@ -120,6 +123,8 @@ pub struct FromSession {
     pub worker: String,
     /// The session it came on.
     pub session: u64,
+    /// Its sequence number (0: not sequenced).
+    pub seq: u64,
     /// The message.
     pub msg: FromWorker,
 }

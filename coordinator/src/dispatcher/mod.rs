@@ -73,6 +73,8 @@ pub struct Dispatcher {
     next_session: u64,
     /// Queued jobs no connected worker can take, with the message their pipeline was told.
     unmatched: HashMap<String, String>,
+    /// Per worker name: its incarnation and the last report sequence number applied from it.
+    applied: HashMap<String, (String, u64)>,
 }
 
 impl Dispatcher {
@@ -88,6 +90,7 @@ impl Dispatcher {
             running: HashMap::new(),
             next_session: 0,
             unmatched: HashMap::new(),
+            applied: HashMap::new(),
         }
     }
 
@@ -279,6 +282,13 @@ impl Handler<Connected> for Dispatcher {
         let session = self.next_session;
         let reg = msg.register;
         let name = reg.name.clone();
+        let resume_after = self.resume_point(&name, &reg.incarnation);
+        let mut registered = msg.registered;
+        registered.resume_after = resume_after;
+        // Registered goes first: nothing else may precede it on the stream.
+        let _ = msg.tx.send(pb::CoordinatorMessage {
+            msg: Some(ToWorker::Registered(registered)),
+        });
         let still_running: HashSet<String> = reg.running_jobs.iter().cloned().collect();
         self.workers.insert(
             name.clone(),
@@ -366,6 +376,10 @@ impl Handler<FromSession> for Dispatcher {
             Some(w) if w.session == msg.session => w.last_seen_ms = self.clock.now_ms(),
             // A message from a replaced session: that connection is stale.
             _ => return,
+        }
+        if !self.first_time(&worker, msg.seq) {
+            tracing::debug!(%worker, seq = msg.seq, "report already applied; dropped");
+            return;
         }
         // Whether this worker holds the job: reports about any other job are dropped.
         let holds = |act: &Self, job_id: &str| {
@@ -478,7 +492,11 @@ impl Handler<FromSession> for Dispatcher {
                 }
                 tracing::debug!(job_id = %ack.job_id, %worker, kind = ack.kind, "signal acknowledged");
             }
-            FromWorker::Heartbeat(_) | FromWorker::JobStarted(_) | FromWorker::Register(_) => {}
+            FromWorker::Heartbeat(_) => {
+                let upto = self.applied.get(&worker).map_or(0, |(_, seq)| *seq);
+                self.send(&worker, ToWorker::Applied(pb::ReportsApplied { upto }));
+            }
+            FromWorker::JobStarted(_) | FromWorker::Register(_) => {}
             FromWorker::Log(log) => {
                 if holds(self, &log.job_id) {
                     self.logs
