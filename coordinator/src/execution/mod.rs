@@ -7,6 +7,7 @@ pub use flow::short;
 pub mod fence;
 pub mod progress;
 mod retry;
+pub mod revision;
 mod txn;
 
 pub use actor::{PipelineActor, Shared};
