@@ -233,7 +233,7 @@ async fn sigterm_drains_a_worker_process_its_job_completes_and_it_exits_0() {
         )
         .await;
     let exec = cluster.start_execution("drain-me", "main", "d1").await;
-    let job = cluster.wait_job_running("drain-me", &exec, "build").await;
+    cluster.wait_job_running("drain-me", &exec, "build").await;
 
     proc.terminate();
     cluster.wait_worker("p1", pb::WorkerState::Draining).await;
@@ -264,7 +264,6 @@ async fn sigterm_drains_a_worker_process_its_job_completes_and_it_exits_0() {
         "{}",
         proc.output()
     );
-    let _ = job;
     cluster.shutdown().await;
 }
 
@@ -302,6 +301,33 @@ async fn drain_worker_lets_the_running_job_finish_then_the_worker_leaves() {
     cluster
         .wait_status("drained", &exec, pb::ExecutionStatus::Succeeded)
         .await;
+    let status = proc.wait().await;
+    assert!(
+        status.success(),
+        "worker exited with {status}: {}",
+        proc.output()
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_abandons_what_the_draining_worker_still_runs() {
+    let cluster = TestCluster::start_with(0, short_leases).await;
+    let mut proc = WorkerProcess::spawn(&cluster, "p1", &[("os", "linux")]);
+    cluster.wait_for_workers(1).await;
+    cluster.apply(&cluster.gated_pipeline("twice")).await;
+    let exec = cluster.start_execution("twice", "main", "t1").await;
+    cluster.wait_job_running("twice", &exec, "build").await;
+
+    proc.terminate();
+    cluster.wait_worker("p1", pb::WorkerState::Draining).await;
+    proc.terminate();
+    // The gate never opens: only the abandon can end the job.
+    let failed = cluster
+        .wait_status("twice", &exec, pb::ExecutionStatus::Failed)
+        .await;
+    let job = job_in(&failed, "build").expect("job");
+    assert_eq!(job.status, pb::JobStatus::Abandoned as i32, "{job:?}");
     let status = proc.wait().await;
     assert!(
         status.success(),
