@@ -483,12 +483,17 @@ impl Handler<FromSession> for Dispatcher {
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.draining = true;
                 }
+                // Offers it has not answered go elsewhere; queued jobs may now have no taker.
+                self.take_back_offers(&worker, ctx);
+                self.dispatch(ctx);
             }
             FromWorker::SignalAck(ack) => {
                 if ack.kind == pb::SignalKind::DrainWorker as i32
                     && let Some(w) = self.workers.get_mut(&worker)
                 {
                     w.draining = true;
+                    self.take_back_offers(&worker, ctx);
+                    self.dispatch(ctx);
                 }
                 tracing::debug!(job_id = %ack.job_id, %worker, kind = ack.kind, "signal acknowledged");
             }
