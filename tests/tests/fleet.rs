@@ -78,6 +78,7 @@ async fn a_worker_killed_mid_job_is_lost_after_its_lease_and_the_job_is_retried_
         })
         .await;
     let elapsed = killed.elapsed();
+    eprintln!("attempt 2 running {elapsed:?} after the SIGKILL (lease 800 ms + margin 600 ms)");
     assert!(
         elapsed >= earliest_loss(short_leases),
         "the lost job was given up {elapsed:?} after the kill, before lease + margin"
@@ -133,6 +134,9 @@ async fn a_lost_job_without_retry_fails_and_its_stage_is_freed_only_after_lease_
     // B may enter only once A's stage lock is released.
     cluster.wait_job_running("deploys", &b, "deploy").await;
     let elapsed = killed.elapsed();
+    eprintln!(
+        "next execution running {elapsed:?} after the SIGKILL (lease 800 ms + margin 600 ms)"
+    );
     assert!(
         elapsed >= earliest_loss(short_leases),
         "the stage was released {elapsed:?} after the kill, before lease + margin"
