@@ -317,6 +317,28 @@ impl Handler<Connected> for Dispatcher {
             self.finish_lost(&id, message);
         }
         for id in still_running {
+            // Accepted, but the acceptance was lost with the old stream and the offer taken
+            // back: it runs there, so it is that worker's job.
+            if let Some(at) = self.queue.iter().position(|j| j.spec.job_id == id)
+                && let Some(job) = self.queue.remove(at)
+            {
+                job.route.do_send(JobEvent {
+                    job_id: id.clone(),
+                    kind: JobEventKind::Accepted {
+                        worker: name.clone(),
+                    },
+                });
+                let (worker, route) = (name.clone(), job.route);
+                self.running.insert(
+                    id,
+                    Running {
+                        worker,
+                        route,
+                        lost: false,
+                    },
+                );
+                continue;
+            }
             let lost = self.running.get(&id).map(|r| r.lost);
             // Unknown here, or given up as lost: it must not go on. A lost one ends once the
             // worker confirms its processes are gone.
