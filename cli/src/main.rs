@@ -111,6 +111,21 @@ enum Command {
         /// Execution id.
         execution: String,
     },
+    /// Act on one worker.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
+    /// Fencing: ask whether a fence token still holds its stage.
+    #[command(subcommand)]
+    Fence(FenceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkerCommand {
+    /// Drain a worker: it takes no new job, finishes its running ones, says goodbye and exits.
+    Drain {
+        /// Worker name (see `baton workers`).
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +149,23 @@ enum TransitionCommand {
         pipeline: String,
         /// Stage name.
         stage: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FenceCommand {
+    /// Exit 0 when the token still holds the stage; otherwise say why and exit non-zero.
+    /// Inside a job, every flag defaults to the job's own BATON_* variable.
+    Check {
+        /// Pipeline name.
+        #[arg(long, env = "BATON_PIPELINE")]
+        pipeline: String,
+        /// Stage name.
+        #[arg(long, env = "BATON_STAGE")]
+        stage: String,
+        /// The fence token the job was given.
+        #[arg(long, env = "BATON_FENCE_TOKEN")]
+        token: u64,
     },
 }
 
@@ -235,6 +267,14 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             commands::transition::enable(&ctx, &pipeline, &stage).await
         }
         Command::Resume { execution } => commands::transition::resume(&ctx, &execution).await,
+        Command::Worker(WorkerCommand::Drain { name }) => {
+            commands::workers::drain(&ctx, &name).await
+        }
+        Command::Fence(FenceCommand::Check {
+            pipeline,
+            stage,
+            token,
+        }) => commands::fence::check(&ctx, &pipeline, &stage, token).await,
     }
 }
 

@@ -336,6 +336,8 @@ pub struct WorkerView {
     pub labels: std::collections::BTreeMap<String, String>,
     /// Job slots.
     pub slots: u32,
+    /// Slots taken by running jobs and offers not answered yet.
+    pub slots_in_use: u32,
     /// Job ids it runs now.
     pub running_jobs: Vec<String>,
     /// "Connected", "Draining", "Disconnected" or "Lost".
@@ -354,6 +356,7 @@ impl From<&pb::WorkerInfo> for WorkerView {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             slots: w.slots,
+            slots_in_use: w.slots_in_use,
             running_jobs: w.running_jobs.clone(),
             state: worker_state(w.state),
             last_seen_ms: opt_ms(w.last_seen_ms),

@@ -116,6 +116,7 @@ fn job(exec: &ExecutionRecord) -> JobRecord {
         fence_token: exec.stages[0].fence_token,
         message: String::new(),
         approval: None,
+        cancel_signal: String::new(),
     }
 }
 

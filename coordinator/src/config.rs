@@ -12,6 +12,12 @@ pub struct CoordinatorConfig {
     pub heartbeat_interval: Duration,
     /// How long a silent worker keeps its jobs before it is declared lost. Default: 15 s.
     pub lease: Duration,
+    /// How long after a worker is declared lost its jobs still count as running: only then do
+    /// they end Lost (to be retried or to fail the action) and can their stage lock be
+    /// released, unless the worker confirms earlier that they are gone. The worker kills its
+    /// own jobs once it has been cut off for its lease; the margin covers clock drift and a
+    /// slow kill. Default: 5 s.
+    pub lost_margin: Duration,
     /// How long an offered job may stay unanswered before it is taken back. Default: 5 s.
     pub offer_timeout: Duration,
     /// Largest gRPC message accepted, in bytes. Default: 4 MiB.
@@ -60,6 +66,7 @@ impl CoordinatorConfig {
             data_dir: data_dir.into(),
             heartbeat_interval: Duration::from_secs(5),
             lease: Duration::from_secs(15),
+            lost_margin: Duration::from_secs(5),
             offer_timeout: Duration::from_secs(5),
             max_message_bytes: 4 * 1024 * 1024,
             timer_tick: Duration::from_secs(1),

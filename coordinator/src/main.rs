@@ -22,6 +22,10 @@ struct Args {
     /// How long a silent worker keeps its jobs before it is declared lost.
     #[arg(long, env = "BATON_LEASE", default_value = "15s", value_parser = humantime::parse_duration)]
     lease: Duration,
+    /// How long after a worker is declared lost its jobs still count as running (and hold
+    /// their stage lock).
+    #[arg(long, env = "BATON_LOST_MARGIN", default_value = "5s", value_parser = humantime::parse_duration)]
+    lost_margin: Duration,
     /// How often workers send a heartbeat.
     #[arg(long, env = "BATON_HEARTBEAT", default_value = "5s", value_parser = humantime::parse_duration)]
     heartbeat: Duration,
@@ -95,6 +99,7 @@ fn main() -> std::process::ExitCode {
     }
     let mut config = CoordinatorConfig::new(&args.data_dir);
     config.lease = args.lease;
+    config.lost_margin = args.lost_margin;
     config.heartbeat_interval = args.heartbeat;
     config.log_cap_bytes = args.log_cap;
     config.retention.max_age = (!args.retain_for.is_zero()).then_some(args.retain_for);

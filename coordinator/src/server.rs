@@ -135,6 +135,7 @@ pub async fn run_with_clock(
     let timing = DispatchTiming {
         offer_timeout: config.offer_timeout,
         lease: config.lease,
+        lost_margin: config.lost_margin,
     };
     let dispatcher = {
         let (clock, logs) = (clock.clone(), logs.clone());
@@ -173,13 +174,12 @@ pub async fn run_with_clock(
         .map_err(|e| StartError::Serve(e.to_string()))?;
     let pipeline_api = PipelineApi {
         registry,
-        logs: logs.clone(),
+        logs,
         shutdown: shutdown.clone(),
         data_dir: config.data_dir.clone(),
     };
     let agent_api = AgentApi {
         dispatcher,
-        logs,
         heartbeat_interval: config.heartbeat_interval,
         lease: config.lease,
         shutdown: shutdown.clone(),

@@ -18,7 +18,10 @@ pub mod policies;
 pub use policies::stage_lane;
 mod execution_policies;
 mod fleet;
+mod proxy;
 mod watch;
+pub use fleet::{WorkerProcess, short_leases, worker_binary};
+pub use proxy::CutProxy;
 pub use watch::{collect_until, is_execution_status, is_job_status};
 
 /// How long any wait may take before the test fails.
@@ -37,6 +40,8 @@ pub struct TestCluster {
     workers: Vec<(baton_worker::Shutdown, JoinHandle<()>)>,
     /// The coordinator's clock when a test injects one (see [`policies`]).
     clock: Option<baton_coordinator::clock::SharedClock>,
+    /// Adjusts [`test_config`] for this cluster (kept across restarts).
+    configure: fn(&mut baton_coordinator::CoordinatorConfig),
 }
 
 /// A fast coordinator configuration for tests.
@@ -52,13 +57,29 @@ pub fn test_config(data_dir: &Path) -> baton_coordinator::CoordinatorConfig {
 impl TestCluster {
     /// Starts a coordinator and `workers` workers with one slot each and label `os=linux`.
     pub async fn start(workers: usize) -> TestCluster {
-        Self::start_on(workers, None).await
+        Self::start_full(workers, None, |_| {}).await
+    }
+
+    /// [`Self::start`] with a coordinator configuration adjusted by `configure`.
+    pub async fn start_with(
+        workers: usize,
+        configure: fn(&mut baton_coordinator::CoordinatorConfig),
+    ) -> TestCluster {
+        Self::start_full(workers, None, configure).await
     }
 
     /// [`Self::start`] with the coordinator on `clock` (the system clock when `None`).
     async fn start_on(
         workers: usize,
         clock: Option<baton_coordinator::clock::SharedClock>,
+    ) -> TestCluster {
+        Self::start_full(workers, clock, |_| {}).await
+    }
+
+    async fn start_full(
+        workers: usize,
+        clock: Option<baton_coordinator::clock::SharedClock>,
+        configure: fn(&mut baton_coordinator::CoordinatorConfig),
     ) -> TestCluster {
         let data = tempfile::tempdir().expect("temp dir");
         let mut cluster = TestCluster {
@@ -69,6 +90,7 @@ impl TestCluster {
             coordinator: None,
             workers: Vec::new(),
             clock,
+            configure,
         };
         cluster.start_coordinator(None).await;
         for i in 0..workers {
@@ -89,6 +111,7 @@ impl TestCluster {
             // A test clock moves in jumps of minutes; worker leases are not what it tests.
             config.lease = Duration::from_secs(24 * 3600);
         }
+        (self.configure)(&mut config);
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
             let served = match clock {

@@ -53,7 +53,7 @@ stages:
             sleep 1000 &
             echo $! >> {pids}
             echo $$ >> {pids}
-            echo ready
+            echo "rea"dy  # quoted: the step header must not match "ready"
             wait
           - touch {pids}.never
 "#,

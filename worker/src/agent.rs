@@ -33,6 +33,8 @@ pub(crate) struct Agent {
     pub draining: bool,
     /// The running jobs were told to abandon.
     pub abandoning: bool,
+    /// Identifies this worker process: report sequence numbers restart with it.
+    incarnation: String,
 }
 
 impl Agent {
@@ -45,6 +47,13 @@ impl Agent {
             reports,
             draining: false,
             abandoning: false,
+            incarnation: format!(
+                "{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ),
         }
     }
 
@@ -59,6 +68,7 @@ impl Agent {
             token: self.config.token.clone(),
             running_jobs,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            incarnation: self.incarnation.clone(),
         }))
     }
 
@@ -81,6 +91,11 @@ impl Agent {
             );
         }
         self.draining = true;
+    }
+
+    /// Tells the coordinator this worker drains (on a local SIGTERM), so it offers no more jobs.
+    pub fn draining_notice(&self) -> WorkerMessage {
+        ack("", SignalKind::DrainWorker)
     }
 
     /// Abandon every running job (with its own grace) and stop taking jobs.
@@ -147,6 +162,8 @@ impl Agent {
                 self.drain();
                 vec![ack("", SignalKind::DrainWorker)]
             }
+            // The session keeps the re-send buffer; nothing for the jobs here.
+            CMsg::Applied(_) => Vec::new(),
         }
     }
 
@@ -179,6 +196,7 @@ impl Agent {
         let ctx = JobContext {
             work_dir: self.config.work_dir.clone(),
             worker_name: self.config.name.clone(),
+            coordinator: self.config.coordinator.clone(),
         };
         let reports = self.reports.clone();
         self.tasks.spawn(async move {
@@ -247,5 +265,8 @@ fn ack(job_id: &str, kind: SignalKind) -> WorkerMessage {
 
 /// Wraps a message in the envelope.
 pub(crate) fn wire(msg: Msg) -> WorkerMessage {
-    WorkerMessage { msg: Some(msg) }
+    WorkerMessage {
+        msg: Some(msg),
+        seq: 0,
+    }
 }

@@ -6,6 +6,7 @@
 //! for embedding. The worker never reports a job ended while a live process of it remains.
 
 mod agent;
+pub mod cgroup;
 pub mod config;
 mod error;
 pub mod proc_group;
@@ -50,6 +51,8 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerE
         backoff,
         lost_at: None,
         lease_expired: false,
+        next_seq: 1,
+        unacked: VecDeque::new(),
     };
     worker.run(endpoint).await
 }

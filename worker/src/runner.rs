@@ -15,8 +15,8 @@ use baton_proto::v1::{JobOutcome, JobSpec, LogStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::proc_group;
 use crate::step::{self, Step, StepSpec};
+use nix::sys::signal::Signal;
 
 /// Grace between SIGTERM and SIGKILL when neither the signal nor the job names one.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -91,6 +91,9 @@ pub struct JobContext {
     pub work_dir: PathBuf,
     /// Exported to steps as `BATON_WORKER`.
     pub worker_name: String,
+    /// The coordinator's address, exported to steps as `BATON_ADDR` so that a step can run
+    /// `baton fence check` (or any `baton` command) against the coordinator that sent it.
+    pub coordinator: String,
 }
 
 /// Runs `spec` to its end and returns how it ended (`None` if withdrawn); the same end is the
@@ -107,6 +110,7 @@ pub async fn run_job(
     };
     let timeout = (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms));
     let mut job = Job {
+        cancel_signal: cancel_signal(&spec.cancel_signal),
         deadline: timeout.map(|t| Instant::now() + t),
         timeout,
         grace,
@@ -125,6 +129,22 @@ pub async fn run_job(
     end
 }
 
+/// The signal named by a job's `cancel_signal` (`TERM` when empty or unknown).
+fn cancel_signal(name: &str) -> Signal {
+    match name {
+        "" | "TERM" => Signal::SIGTERM,
+        "INT" => Signal::SIGINT,
+        "QUIT" => Signal::SIGQUIT,
+        "HUP" => Signal::SIGHUP,
+        "USR1" => Signal::SIGUSR1,
+        "USR2" => Signal::SIGUSR2,
+        other => {
+            tracing::warn!(signal = other, "unknown cancel signal; using SIGTERM");
+            Signal::SIGTERM
+        }
+    }
+}
+
 /// How one step's process ended.
 enum StepEnd {
     Exited(i32),
@@ -140,6 +160,8 @@ struct Job {
     control: Option<mpsc::Receiver<JobControl>>,
     draining: bool,
     grace: Duration,
+    /// Sent first on abandon and timeout; SIGKILL follows after `grace`.
+    cancel_signal: Signal,
     timeout: Option<Duration>,
     deadline: Option<Instant>,
 }
@@ -247,17 +269,21 @@ impl Job {
                         }
                     };
                     // Background children must not outlive their step.
-                    if proc_group::is_alive(step.pgid) {
+                    if step.alive() {
                         let line = "killing processes the step left running\n";
                         self.system(index, line.to_string()).await;
-                        proc_group::kill(step.pgid).await;
+                        step.kill_all().await;
                     }
                     return StepEnd::Exited(code);
                 }
                 ctl = recv(&mut self.control) => match ctl {
                     Some(JobControl::Abandon { grace }) => {
                         let grace = grace.unwrap_or(self.grace);
-                        let why = format!("abandon requested: SIGTERM, {} grace", fmt(grace));
+                        let why = format!(
+                            "abandon requested: {}, {} grace",
+                            self.cancel_signal.as_str(),
+                            fmt(grace)
+                        );
                         let code = self.terminate(step, index, grace, why).await;
                         return StepEnd::Abandoned(code);
                     }
@@ -272,7 +298,12 @@ impl Job {
                     None => self.control = None,
                 },
                 () = until(deadline) => {
-                    let why = format!("{}: SIGTERM, {} grace", self.timed_out(), fmt(self.grace));
+                    let why = format!(
+                        "{}: {}, {} grace",
+                        self.timed_out(),
+                        self.cancel_signal.as_str(),
+                        fmt(self.grace)
+                    );
                     let code = self.terminate(step, index, self.grace, why).await;
                     return StepEnd::TimedOut(code);
                 }
@@ -289,7 +320,7 @@ impl Job {
         why: String,
     ) -> i32 {
         self.system(index, format!("{why}\n")).await;
-        if proc_group::terminate(step.pgid, grace).await {
+        if step.terminate(self.cancel_signal, grace).await {
             let line = format!("still running after {}: sent SIGKILL\n", fmt(grace));
             self.system(index, line).await;
         }
@@ -310,6 +341,7 @@ impl Job {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         env.push(("BATON_WORKER".into(), self.ctx.worker_name.clone()));
+        env.push(("BATON_ADDR".into(), self.ctx.coordinator.clone()));
         env.push(("BATON_JOB_ID".into(), self.spec.job_id.clone()));
         env.push(("BATON_STEP".into(), index.to_string()));
         env

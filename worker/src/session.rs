@@ -3,8 +3,10 @@
 //! backoff, buffering and the lease.
 //!
 //! Reports produced while disconnected are buffered (up to [`PENDING_LIMIT`] messages; beyond that
-//! the jobs' output blocks) and sent right after the next `Registered`. A message already handed
-//! to a stream that then breaks is lost: the protocol has no acknowledgements for reports.
+//! the jobs' output blocks) and sent right after the next `Registered`. Every report carries a
+//! sequence number and is kept until the coordinator says it applied it (`ReportsApplied`, on
+//! heartbeats); after a reconnect, `Registered.resume_after` says where to resume, and what was
+//! sent on the broken stream after that is sent again. The coordinator applies each number once.
 //! A worker that stays disconnected past its lease abandons its jobs, as the coordinator will
 //! assume them gone soon after.
 
@@ -38,6 +40,8 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the coordinator to close the stream after our goodbye.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Sent reports kept until the coordinator confirms them; beyond that the oldest are forgotten.
+const UNACKED_LIMIT: usize = 4096;
 /// Upper bound on the reconnect backoff.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -55,6 +59,10 @@ pub(crate) struct Worker {
     pub lost_at: Option<Instant>,
     /// The jobs were abandoned because the lease ran out during this disconnection.
     pub lease_expired: bool,
+    /// The next report's sequence number.
+    pub next_seq: u64,
+    /// Reports sent but not yet confirmed applied, oldest first.
+    pub unacked: VecDeque<WorkerMessage>,
 }
 
 /// How a connection ended.
@@ -136,7 +144,18 @@ impl Worker {
                 why,
             })
         };
+        if self.agent.draining {
+            self.pending.push_front(self.agent.draining_notice());
+        }
+        // What the coordinator did not apply from the last stream goes again, in order.
+        self.unacked.retain(|m| m.seq > registered.resume_after);
+        for msg in self.unacked.clone() {
+            if out.send(msg).await.is_err() {
+                return lost("stream closed while re-sending reports".into());
+            }
+        }
         while let Some(msg) = self.pending.pop_front() {
+            let msg = self.stamp(msg);
             if out.send(msg).await.is_err() {
                 return lost("stream closed while sending buffered reports".into());
             }
@@ -150,6 +169,9 @@ impl Worker {
             let mut replies = Vec::new();
             tokio::select! {
                 msg = inbound.message() => match msg {
+                    Ok(Some(CoordinatorMessage { msg: Some(CMsg::Applied(a)) })) => {
+                        self.unacked.retain(|m| m.seq > a.upto);
+                    }
                     Ok(Some(msg)) => replies = self.agent.on_message(msg),
                     Ok(None) => return lost("the coordinator closed the stream".into()),
                     Err(status) => return lost(format!("stream error: {status}")),
@@ -161,12 +183,16 @@ impl Worker {
                     }
                 }
                 _ = heartbeat.tick() => replies.push(wire(Msg::Heartbeat(Heartbeat {}))),
-                () = self.shutdown.drain.cancelled(), if !self.agent.draining => self.agent.drain(),
+                () = self.shutdown.drain.cancelled(), if !self.agent.draining => {
+                    self.agent.drain();
+                    replies.push(self.agent.draining_notice());
+                }
                 () = self.shutdown.abandon.cancelled(), if !self.agent.abandoning => {
                     self.agent.abandon_all("shutdown");
                 }
             }
             for msg in replies {
+                let msg = self.stamp(msg);
                 if out.send(msg).await.is_err() {
                     return lost("stream closed".into());
                 }
@@ -182,7 +208,8 @@ impl Worker {
         mut inbound: Streaming<CoordinatorMessage>,
     ) -> Ended {
         tracing::info!("all jobs reported; saying goodbye");
-        let _ = out.send(self.agent.goodbye()).await;
+        let bye = self.stamp(self.agent.goodbye());
+        let _ = out.send(bye).await;
         drop(out);
         let closed = async { while let Ok(Some(_)) = inbound.message().await {} };
         if tokio::time::timeout(GOODBYE_TIMEOUT, closed).await.is_err() {
@@ -225,6 +252,25 @@ impl Worker {
 }
 
 impl Worker {
+    /// Numbers a report and keeps a copy until the coordinator confirms it; heartbeats and
+    /// Register are not numbered.
+    fn stamp(&mut self, mut msg: WorkerMessage) -> WorkerMessage {
+        if matches!(
+            msg.msg,
+            Some(Msg::Heartbeat(_)) | Some(Msg::Register(_)) | None
+        ) {
+            return msg;
+        }
+        msg.seq = self.next_seq;
+        self.next_seq += 1;
+        if self.unacked.len() >= UNACKED_LIMIT {
+            self.unacked.pop_front();
+            tracing::warn!("too many unconfirmed reports; the oldest can no longer be re-sent");
+        }
+        self.unacked.push_back(msg.clone());
+        msg
+    }
+
     /// The coordinator will soon assume our jobs dead: make that true.
     fn expire_lease(&mut self) {
         self.lease_expired = true;

@@ -14,7 +14,10 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::proc_group::GroupGuard;
+use nix::sys::signal::Signal;
+
+use crate::cgroup::StepCgroup;
+use crate::proc_group::{self, GroupGuard};
 use crate::runner::{JobEvent, Report};
 
 /// Largest log chunk sent in one `WorkerLog` message.
@@ -31,6 +34,8 @@ pub(crate) struct Step {
     /// The step's process group id.
     pub pgid: i32,
     guard: GroupGuard,
+    /// The step's own cgroup, where one can be made (see [`crate::cgroup`]).
+    cgroup: Option<StepCgroup>,
     pumps: Vec<JoinHandle<()>>,
 }
 
@@ -43,11 +48,24 @@ pub(crate) struct StepSpec<'a> {
     pub env: Vec<(String, String)>,
 }
 
-/// Starts `sh -c <command>` in a new process group and starts pumping its output.
+/// The shell prologue that moves the step into its cgroup before the command runs: `$0` is
+/// the cgroup's `cgroup.procs`, `$1` the command.
+const ENTER_CGROUP: &str = r#"{ echo 0 > "$0"; } 2>/dev/null; exec sh -c "$1""#;
+
+/// Starts `sh -c <command>` in a new process group (and its own cgroup where possible) and
+/// starts pumping its output.
 pub(crate) fn spawn(spec: StepSpec<'_>, events: &mpsc::Sender<Report>) -> std::io::Result<Step> {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(spec.command)
+    let cgroup = StepCgroup::create(spec.job_id, spec.index);
+    let mut command = Command::new("sh");
+    match &cgroup {
+        Some(cg) => command
+            .arg("-c")
+            .arg(ENTER_CGROUP)
+            .arg(cg.procs_file())
+            .arg(spec.command),
+        None => command.arg("-c").arg(spec.command),
+    };
+    let mut child = command
         .current_dir(spec.cwd)
         .envs(spec.env)
         .stdin(Stdio::null())
@@ -84,11 +102,57 @@ pub(crate) fn spawn(spec: StepSpec<'_>, events: &mpsc::Sender<Report>) -> std::i
         child,
         pgid,
         guard,
+        cgroup,
         pumps,
     })
 }
 
 impl Step {
+    /// True while any process of the step lives: in its process group, or (where it has one)
+    /// in its cgroup, which also holds processes that left the group with `setsid`.
+    pub(crate) fn alive(&self) -> bool {
+        proc_group::is_alive(self.pgid) || self.cgroup.as_ref().is_some_and(|c| c.populated())
+    }
+
+    /// SIGKILL to everything the step started; returns once none of it lives.
+    pub(crate) async fn kill_all(&self) {
+        if let Some(cg) = &self.cgroup {
+            cg.kill();
+        }
+        proc_group::kill(self.pgid).await;
+        let mut pause = Duration::from_millis(2);
+        while self.alive() {
+            if let Some(cg) = &self.cgroup {
+                cg.kill();
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// `signal` to the group (and to every process in the step's cgroup), up to `grace` for
+    /// them to leave, then SIGKILL to all; returns once none lives. True when SIGKILL was needed.
+    pub(crate) async fn terminate(&self, signal: Signal, grace: Duration) -> bool {
+        proc_group::signal(self.pgid, signal);
+        if let Some(cg) = &self.cgroup {
+            for pid in cg.pids() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut pause = Duration::from_millis(2);
+        while self.alive() {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                self.kill_all().await;
+                return true;
+            }
+            tokio::time::sleep((deadline - now).min(pause)).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        false
+    }
+
     /// Call once the group is gone: waits for the output still in the pipes, then forgets the
     /// group (nothing left to kill on drop).
     pub(crate) async fn finish(mut self) {

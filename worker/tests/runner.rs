@@ -43,6 +43,7 @@ impl Harness {
         let ctx = JobContext {
             work_dir: dir.path().to_path_buf(),
             worker_name: "test-worker".into(),
+            coordinator: "http://127.0.0.1:7411".into(),
         };
         let task = tokio::spawn(run_job(spec, ctx, events_tx, control_rx));
         Self {
@@ -325,4 +326,36 @@ async fn large_output_comes_in_chunks_of_at_most_64_kib() {
         .collect();
     assert_eq!(sizes.iter().sum::<usize>(), 300_000);
     assert!(sizes.iter().all(|s| *s <= baton_worker::LOG_CHUNK));
+}
+
+#[tokio::test]
+async fn abandon_sends_the_actions_cancel_signal_first() {
+    let script = r#"
+        trap 'echo got INT; exit 7' INT
+        trap '' TERM
+        echo "rea"dy
+        while true; do sleep 0.01; done
+    "#;
+    let mut spec = job("int-1", &[script]);
+    spec.cancel_signal = "INT".into();
+    let mut h = Harness::start(spec, &[]);
+    h.wait_log(LogStream::Stdout, "ready").await;
+    h.control
+        .send(JobControl::Abandon {
+            grace: Some(Duration::from_secs(60)),
+        })
+        .await
+        .expect("send abandon");
+    let end = h.end().await;
+    assert_eq!(end.outcome, JobOutcome::Abandoned);
+    assert_eq!(
+        end.exit_code, 7,
+        "the step ended itself on SIGINT, well before the grace"
+    );
+    assert!(h.output(LogStream::Stdout).contains("got INT"));
+    assert!(
+        h.output(LogStream::System)
+            .contains("abandon requested: SIGINT")
+    );
+    assert!(!h.output(LogStream::System).contains("sent SIGKILL"));
 }

@@ -137,6 +137,8 @@ async fn register(s: &mut Session) -> baton_proto::v1::Register {
     };
     s.send(CMsg::Registered(Registered {
         heartbeat_interval_ms: 50,
+        // This fake applied everything it was sent: nothing to re-send.
+        resume_after: u64::MAX,
         lease_ms: 5_000,
     }))
     .await;
@@ -172,6 +174,8 @@ async fn worker_registers_runs_an_offered_job_and_drains_on_request() {
     assert!(reg.running_jobs.is_empty());
     s.send(CMsg::Registered(Registered {
         heartbeat_interval_ms: 50,
+        // This fake applied everything it was sent: nothing to re-send.
+        resume_after: u64::MAX,
         lease_ms: 5_000,
     }))
     .await;
@@ -275,7 +279,9 @@ async fn worker_reattaches_after_a_broken_stream_and_abandons_on_request() {
     let script = "echo $$ > pid; trap '' TERM; echo started; while true; do sleep 0.01; done";
     s.send(offer("j1", &[script, "touch never"])).await;
     loop {
+        // Stdout only: the step header (system stream) quotes the command, "started" included.
         if let Msg::Log(l) = s.next().await
+            && l.stream == baton_proto::v1::LogStream::Stdout as i32
             && String::from_utf8_lossy(&l.data).contains("started")
         {
             break;
@@ -318,6 +324,10 @@ async fn worker_reattaches_after_a_broken_stream_and_abandons_on_request() {
     assert!(!work.path().join("j1").join("never").exists());
 
     shutdown.drain.cancel();
+    let Msg::SignalAck(notice) = s.next().await else {
+        panic!("expected the drain notice")
+    };
+    assert_eq!(notice.kind, SignalKind::DrainWorker as i32);
     let Msg::Goodbye(bye) = s.next().await else {
         panic!("expected Goodbye")
     };
@@ -341,6 +351,8 @@ async fn worker_abandons_its_jobs_when_the_lease_runs_out_while_disconnected() {
     s.send(CMsg::Registered(Registered {
         heartbeat_interval_ms: 50,
         lease_ms: 200,
+        // This fake applied everything it was sent: nothing to re-send.
+        resume_after: u64::MAX,
     }))
     .await;
     let script = "echo $$ > pid; trap '' TERM; echo started; while true; do sleep 0.01; done";
@@ -352,7 +364,9 @@ async fn worker_abandons_its_jobs_when_the_lease_runs_out_while_disconnected() {
     }
     s.send(CMsg::Offer(job)).await;
     loop {
+        // Stdout only: the step header (system stream) quotes the command, "started" included.
         if let Msg::Log(l) = s.next().await
+            && l.stream == baton_proto::v1::LogStream::Stdout as i32
             && String::from_utf8_lossy(&l.data).contains("started")
         {
             break;
@@ -384,6 +398,8 @@ async fn worker_abandons_its_jobs_when_the_lease_runs_out_while_disconnected() {
     s.send(CMsg::Registered(Registered {
         heartbeat_interval_ms: 50,
         lease_ms: 200,
+        // This fake applied everything it was sent: nothing to re-send.
+        resume_after: u64::MAX,
     }))
     .await;
     let finished = loop {
@@ -391,9 +407,17 @@ async fn worker_abandons_its_jobs_when_the_lease_runs_out_while_disconnected() {
             break f;
         }
     };
-    assert_eq!(finished.outcome, JobOutcome::Abandoned as i32);
+    assert_eq!(
+        finished.outcome,
+        JobOutcome::Abandoned as i32,
+        "{finished:?}"
+    );
 
     shutdown.drain.cancel();
+    let Msg::SignalAck(notice) = s.next().await else {
+        panic!("expected the drain notice")
+    };
+    assert_eq!(notice.kind, SignalKind::DrainWorker as i32);
     let Msg::Goodbye(_) = s.next().await else {
         panic!("expected Goodbye")
     };

@@ -2,6 +2,7 @@
 //! calls, and prints either a table or JSON according to `--output`.
 
 pub mod execution;
+pub mod fence;
 pub mod logs;
 pub mod pipeline;
 pub mod policy;

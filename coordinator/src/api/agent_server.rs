@@ -1,8 +1,8 @@
 //! `AgentService.Session`: one bidirectional stream per worker. The first message must be a
-//! `Register`; logs go straight to the log hub, everything else to the dispatcher.
+//! `Register`; everything after it goes to the dispatcher, which drops reports (log chunks
+//! included) about jobs the worker does not hold.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
@@ -13,14 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::dispatcher::{Connected, Disconnected, Dispatcher, FromSession};
-use crate::logs::LogHub;
 
 /// The worker protocol.
 pub struct AgentApi {
     /// Where sessions are registered.
     pub dispatcher: Addr<Dispatcher>,
-    /// Job logs.
-    pub logs: Arc<LogHub>,
     /// Heartbeat interval told to workers.
     pub heartbeat_interval: Duration,
     /// Lease told to workers.
@@ -43,6 +40,7 @@ impl AgentService for AgentApi {
         let register = match inbound.message().await? {
             Some(pb::WorkerMessage {
                 msg: Some(Msg::Register(r)),
+                ..
             }) => r,
             _ => {
                 return Err(Status::invalid_argument(
@@ -55,19 +53,21 @@ impl AgentService for AgentApi {
         }
         let name = register.name.clone();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let _ = tx.send(pb::CoordinatorMessage {
-            msg: Some(pb::coordinator_message::Msg::Registered(pb::Registered {
-                heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
-                lease_ms: self.lease.as_millis() as u64,
-            })),
-        });
+        let registered = pb::Registered {
+            heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
+            lease_ms: self.lease.as_millis() as u64,
+            resume_after: 0,
+        };
         let session = self
             .dispatcher
-            .send(Connected { register, tx })
+            .send(Connected {
+                register,
+                registered,
+                tx,
+            })
             .await
             .map_err(|_| Status::unavailable("the coordinator is shutting down"))?;
         let dispatcher = self.dispatcher.clone();
-        let logs = self.logs.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
@@ -77,14 +77,13 @@ impl AgentService for AgentApi {
                 };
                 match next {
                     Ok(Some(pb::WorkerMessage {
-                        msg: Some(Msg::Log(log)),
+                        msg: Some(msg),
+                        seq,
                     })) => {
-                        logs.append(&log.job_id, log.step, log.stream, log.data);
-                    }
-                    Ok(Some(pb::WorkerMessage { msg: Some(msg) })) => {
                         dispatcher.do_send(FromSession {
                             worker: name.clone(),
                             session,
+                            seq,
                             msg,
                         });
                     }

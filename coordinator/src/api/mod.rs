@@ -3,4 +3,5 @@
 
 pub mod agent_server;
 pub mod convert;
+mod fleet;
 pub mod pipeline_server;

@@ -276,6 +276,8 @@ impl PipelineService for PipelineApi {
         } else {
             None
         };
+        // Chunks broadcast before we subscribed may still be on their way to the store.
+        store.barrier().await.map_err(CoordError::from)?;
         let stored = self
             .logs
             .stored(&job.id, req.offset)
@@ -331,14 +333,7 @@ impl PipelineService for PipelineApi {
             .await
             .map_err(CoordError::from)?
             .into_iter()
-            .map(|w| pb::WorkerInfo {
-                name: w.name,
-                labels: w.labels.into_iter().collect(),
-                slots: w.slots,
-                running_jobs: w.running_jobs,
-                state: w.state as i32,
-                last_seen_ms: w.last_seen_ms,
-            })
+            .map(super::fleet::worker_info)
             .collect();
         Ok(Response::new(pb::ListWorkersResponse { workers }))
     }
@@ -484,6 +479,24 @@ impl PipelineService for PipelineApi {
             schema_version: summary.schema_version.unwrap_or(0),
             data_dir: ours.display().to_string(),
         }))
+    }
+
+    async fn drain_worker(
+        &self,
+        req: Request<pb::DrainWorkerRequest>,
+    ) -> Result<Response<pb::DrainWorkerResponse>, Status> {
+        Ok(Response::new(
+            self.inner_drain_worker(req.into_inner()).await?,
+        ))
+    }
+
+    async fn check_fence(
+        &self,
+        req: Request<pb::CheckFenceRequest>,
+    ) -> Result<Response<pb::CheckFenceResponse>, Status> {
+        Ok(Response::new(
+            self.inner_check_fence(req.into_inner()).await?,
+        ))
     }
 }
 

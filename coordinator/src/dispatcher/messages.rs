@@ -32,6 +32,11 @@ pub enum JobEventKind {
         /// Steps finished so far.
         steps_done: u32,
     },
+    /// It is still queued; `message` says why no worker takes it ("" once one could).
+    Waiting {
+        /// Why it waits, in words.
+        message: String,
+    },
     /// It ended.
     Finished {
         /// Succeeded, Failed, Abandoned, Stopped or Lost.
@@ -97,12 +102,15 @@ pub struct Signal {
     pub signal: JobSignal,
 }
 
-/// A worker registered on a new session.
+/// A worker registered on a new session. The dispatcher sends `registered` (with the
+/// worker's resume point filled in) before anything else on `tx`.
 #[derive(Message)]
 #[rtype(result = "u64")]
 pub struct Connected {
     /// The worker's registration.
     pub register: pb::Register,
+    /// The answer to send first.
+    pub registered: pb::Registered,
     /// Its outbound stream.
     pub tx: UnboundedSender<pb::CoordinatorMessage>,
 }
@@ -115,6 +123,8 @@ pub struct FromSession {
     pub worker: String,
     /// The session it came on.
     pub session: u64,
+    /// Its sequence number (0: not sequenced).
+    pub seq: u64,
     /// The message.
     pub msg: FromWorker,
 }
@@ -138,6 +148,8 @@ pub struct WorkerView {
     pub labels: BTreeMap<String, String>,
     /// Job slots.
     pub slots: u32,
+    /// Slots taken by running jobs and unanswered offers.
+    pub slots_in_use: u32,
     /// Jobs it runs.
     pub running_jobs: Vec<String>,
     /// Connected, draining, disconnected (within its lease) or lost.
@@ -150,3 +162,8 @@ pub struct WorkerView {
 #[derive(Message)]
 #[rtype(result = "Vec<WorkerView>")]
 pub struct ListWorkers;
+
+/// Drains a worker: it takes no new job, finishes its running ones, says goodbye and leaves.
+#[derive(Message)]
+#[rtype(result = "Option<WorkerView>")]
+pub struct DrainWorkerNamed(pub String);

@@ -10,16 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use baton_proto::v1::{
-    self as pb, coordinator_message::Msg as ToWorker, worker_message::Msg as FromWorker,
-};
+use baton_proto::v1::{self as pb, coordinator_message::Msg as ToWorker};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::clock::SharedClock;
 use crate::logs::LogHub;
-use crate::store::records::JobStatus;
 
+mod lost;
 mod messages;
+mod reports;
+mod routing;
 
 pub use messages::*;
 
@@ -42,6 +42,9 @@ struct Offer {
 struct Running {
     worker: String,
     route: Recipient<JobEvent>,
+    /// Its worker was declared lost: nothing it reports about the job counts any more, and
+    /// the job ends Lost when the worker confirms it is gone or the lost margin runs out.
+    lost: bool,
 }
 
 /// Timing the dispatcher works with.
@@ -51,6 +54,9 @@ pub struct DispatchTiming {
     pub offer_timeout: Duration,
     /// How long a silent worker keeps its jobs.
     pub lease: Duration,
+    /// How long after a worker is declared lost its jobs are still taken to be running (the
+    /// worker kills its own jobs once it has been cut off for its lease).
+    pub lost_margin: Duration,
 }
 
 /// Matches ready jobs to workers and routes worker reports.
@@ -63,6 +69,10 @@ pub struct Dispatcher {
     offers: HashMap<String, Offer>,
     running: HashMap<String, Running>,
     next_session: u64,
+    /// Queued jobs no connected worker can take, with the message their pipeline was told.
+    unmatched: HashMap<String, String>,
+    /// Per worker name: its incarnation and the last report sequence number applied from it.
+    applied: HashMap<String, (String, u64)>,
 }
 
 impl Dispatcher {
@@ -77,6 +87,8 @@ impl Dispatcher {
             offers: HashMap::new(),
             running: HashMap::new(),
             next_session: 0,
+            unmatched: HashMap::new(),
+            applied: HashMap::new(),
         }
     }
 
@@ -111,6 +123,7 @@ impl Dispatcher {
             }
         }
         self.queue = still_queued;
+        self.report_unmatched();
     }
 
     fn offer(&mut self, worker: String, job: Enqueue, ctx: &mut Context<Self>) {
@@ -170,42 +183,6 @@ impl Dispatcher {
             }
         }
     }
-
-    /// Declares a worker lost: its offers go back to the queue, its jobs become Lost.
-    fn lose(&mut self, worker: &str, ctx: &mut Context<Self>) {
-        if let Some(w) = self.workers.get_mut(worker) {
-            w.lost = true;
-            w.tx = None;
-        }
-        self.take_back_offers(worker, ctx);
-        for id in self.running_on(worker) {
-            tracing::warn!(job_id = %id, %worker, "worker lost; job lost");
-            self.finish(
-                &id,
-                JobEventKind::Finished {
-                    status: JobStatus::Lost,
-                    exit_code: -1,
-                    steps_done: 0,
-                    message: format!("worker {worker} went silent past its lease"),
-                },
-            );
-        }
-        self.dispatch(ctx);
-    }
-
-    fn check_leases(&mut self, ctx: &mut Context<Self>) {
-        let now = self.clock.now_ms();
-        let lease = self.timing.lease.as_millis() as i64;
-        let expired: Vec<String> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| !w.lost && now - w.last_seen_ms > lease)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for worker in expired {
-            self.lose(&worker, ctx);
-        }
-    }
 }
 
 impl Actor for Dispatcher {
@@ -246,6 +223,7 @@ impl Handler<Adopt> for Dispatcher {
             Running {
                 worker: msg.worker,
                 route: msg.route,
+                lost: false,
             },
         );
     }
@@ -302,6 +280,13 @@ impl Handler<Connected> for Dispatcher {
         let session = self.next_session;
         let reg = msg.register;
         let name = reg.name.clone();
+        let resume_after = self.resume_point(&name, &reg.incarnation);
+        let mut registered = msg.registered;
+        registered.resume_after = resume_after;
+        // Registered goes first: nothing else may precede it on the stream.
+        let _ = msg.tx.send(pb::CoordinatorMessage {
+            msg: Some(ToWorker::Registered(registered)),
+        });
         let still_running: HashSet<String> = reg.running_jobs.iter().cloned().collect();
         self.workers.insert(
             name.clone(),
@@ -315,27 +300,49 @@ impl Handler<Connected> for Dispatcher {
                 last_seen_ms: self.clock.now_ms(),
             },
         );
-        // Jobs we think it runs but it no longer does died with its previous process.
-        let gone: Vec<String> = self
+        // Jobs we think it runs but it no longer does died with its previous process (or it
+        // killed them itself when its lease ran out): the worker confirms they are gone.
+        let gone: Vec<(String, bool)> = self
             .running
             .iter()
             .filter(|(id, r)| r.worker == name && !still_running.contains(*id))
-            .map(|(id, _)| id.clone())
+            .map(|(id, r)| (id.clone(), r.lost))
             .collect();
-        for id in gone {
-            self.finish(
-                &id,
-                JobEventKind::Finished {
-                    status: JobStatus::Lost,
-                    exit_code: -1,
-                    steps_done: 0,
-                    message: format!("worker {name} reconnected without this job"),
-                },
-            );
+        for (id, was_lost) in gone {
+            let message = if was_lost {
+                format!("worker {name} was lost; it came back without this job")
+            } else {
+                format!("worker {name} reconnected without this job")
+            };
+            self.finish_lost(&id, message);
         }
-        // Jobs it runs that nobody here knows any more must not go on.
         for id in still_running {
-            if !self.running.contains_key(&id) {
+            // Accepted, but the acceptance was lost with the old stream and the offer taken
+            // back: it runs there, so it is that worker's job.
+            if let Some(at) = self.queue.iter().position(|j| j.spec.job_id == id)
+                && let Some(job) = self.queue.remove(at)
+            {
+                job.route.do_send(JobEvent {
+                    job_id: id.clone(),
+                    kind: JobEventKind::Accepted {
+                        worker: name.clone(),
+                    },
+                });
+                let (worker, route) = (name.clone(), job.route);
+                self.running.insert(
+                    id,
+                    Running {
+                        worker,
+                        route,
+                        lost: false,
+                    },
+                );
+                continue;
+            }
+            let lost = self.running.get(&id).map(|r| r.lost);
+            // Unknown here, or given up as lost: it must not go on. A lost one ends once the
+            // worker confirms its processes are gone.
+            if lost != Some(false) {
                 self.send(
                     &name,
                     ToWorker::Abandon(pb::AbandonJob {
@@ -372,124 +379,6 @@ impl Handler<Disconnected> for Dispatcher {
     }
 }
 
-fn outcome_status(outcome: i32) -> JobStatus {
-    match pb::JobOutcome::try_from(outcome) {
-        Ok(pb::JobOutcome::Succeeded) => JobStatus::Succeeded,
-        Ok(pb::JobOutcome::Abandoned) => JobStatus::Abandoned,
-        Ok(pb::JobOutcome::Stopped) => JobStatus::Stopped,
-        _ => JobStatus::Failed,
-    }
-}
-
-impl Handler<FromSession> for Dispatcher {
-    type Result = ();
-    fn handle(&mut self, msg: FromSession, ctx: &mut Context<Self>) {
-        let worker = msg.worker;
-        match self.workers.get_mut(&worker) {
-            Some(w) if w.session == msg.session => w.last_seen_ms = self.clock.now_ms(),
-            // A message from a replaced session: that connection is stale.
-            _ => return,
-        }
-        let holds =
-            |act: &Self, job_id: &str| act.running.get(job_id).is_some_and(|r| r.worker == worker);
-        match msg.msg {
-            FromWorker::OfferReply(reply) => {
-                let offer = match self.offers.remove(&reply.job_id) {
-                    Some(o) if o.worker == worker => o,
-                    Some(o) => {
-                        self.offers.insert(reply.job_id, o);
-                        return;
-                    }
-                    None => {
-                        if reply.accepted && !holds(self, &reply.job_id) {
-                            // Withdrawn or cancelled meanwhile: it must not run.
-                            self.send(
-                                &worker,
-                                ToWorker::Abandon(pb::AbandonJob {
-                                    job_id: reply.job_id,
-                                    grace_ms: 0,
-                                }),
-                            );
-                        }
-                        return;
-                    }
-                };
-                ctx.cancel_future(offer.timer);
-                if reply.accepted {
-                    offer.job.route.do_send(JobEvent {
-                        job_id: reply.job_id.clone(),
-                        kind: JobEventKind::Accepted {
-                            worker: worker.clone(),
-                        },
-                    });
-                    self.running.insert(
-                        reply.job_id,
-                        Running {
-                            worker,
-                            route: offer.job.route,
-                        },
-                    );
-                } else {
-                    tracing::info!(job_id = %reply.job_id, %worker, reason = %reply.reason, "offer refused");
-                    if reply.reason == "draining"
-                        && let Some(w) = self.workers.get_mut(&worker)
-                    {
-                        w.draining = true;
-                    }
-                    self.queue.push_front(offer.job);
-                }
-                self.dispatch(ctx);
-            }
-            FromWorker::StepFinished(step) => {
-                if let Some(run) = self
-                    .running
-                    .get(&step.job_id)
-                    .filter(|r| r.worker == worker)
-                {
-                    run.route.do_send(JobEvent {
-                        job_id: step.job_id,
-                        kind: JobEventKind::StepFinished {
-                            steps_done: step.step + 1,
-                        },
-                    });
-                }
-            }
-            FromWorker::JobFinished(done) => {
-                if holds(self, &done.job_id) {
-                    self.finish(
-                        &done.job_id,
-                        JobEventKind::Finished {
-                            status: outcome_status(done.outcome),
-                            exit_code: done.exit_code,
-                            steps_done: done.steps_done,
-                            message: done.message,
-                        },
-                    );
-                    self.dispatch(ctx);
-                } else {
-                    tracing::warn!(job_id = %done.job_id, %worker, "dropped a report for a job this worker does not hold");
-                }
-            }
-            FromWorker::Goodbye(bye) => {
-                tracing::info!(%worker, reason = %bye.reason, "worker says goodbye");
-                if let Some(w) = self.workers.get_mut(&worker) {
-                    w.draining = true;
-                }
-            }
-            FromWorker::SignalAck(ack) => {
-                if ack.kind == pb::SignalKind::DrainWorker as i32
-                    && let Some(w) = self.workers.get_mut(&worker)
-                {
-                    w.draining = true;
-                }
-                tracing::debug!(job_id = %ack.job_id, %worker, kind = ack.kind, "signal acknowledged");
-            }
-            FromWorker::Heartbeat(_) | FromWorker::JobStarted(_) | FromWorker::Register(_) => {}
-            FromWorker::Log(_) => {}
-        }
-    }
-}
-
 impl Handler<ListWorkers> for Dispatcher {
     type Result = MessageResult<ListWorkers>;
     fn handle(&mut self, _: ListWorkers, _: &mut Context<Self>) -> Self::Result {
@@ -500,6 +389,7 @@ impl Handler<ListWorkers> for Dispatcher {
                     name: name.clone(),
                     labels: w.labels.clone(),
                     slots: w.slots,
+                    slots_in_use: self.busy(name) as u32,
                     running_jobs: self.running_on(name),
                     state: if w.lost {
                         pb::WorkerState::Lost

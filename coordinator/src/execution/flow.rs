@@ -40,6 +40,7 @@ pub fn job_spec(job: &JobRecord) -> pb::JobSpec {
         grace_ms: job.grace_ms,
         fence_token: job.fence_token,
         attempt: job.attempt,
+        cancel_signal: job.cancel_signal.clone(),
     }
 }
 
@@ -402,6 +403,7 @@ impl PipelineActor {
                 fence_token: fence,
                 message: String::new(),
                 approval: action.approval.map(|a| super::approval::pending(a, now)),
+                cancel_signal: action.cancel_signal.as_str().to_string(),
             });
         }
         let stage_name = stage.name.clone();
@@ -461,9 +463,21 @@ impl PipelineActor {
         let message = match event.kind {
             JobEventKind::Accepted { worker } => {
                 job.status = JobStatus::Running;
+                job.message.clear();
                 job.worker = worker.clone();
                 job.started_at_ms = now;
                 Some(format!("{} running on {worker}", job.action))
+            }
+            JobEventKind::Waiting { message } => {
+                if job.status != JobStatus::Queued || job.message == message {
+                    return;
+                }
+                job.message = message;
+                Some(if job.message.is_empty() {
+                    format!("{} can be taken by a connected worker", job.action)
+                } else {
+                    format!("{} waits: {}", job.action, job.message)
+                })
             }
             JobEventKind::StepFinished { steps_done } => {
                 job.steps_done = job.steps_done.max(steps_done);
@@ -488,7 +502,9 @@ impl PipelineActor {
             let status = job.status;
             let ev = self.event(&exec_id, &stage, &job_id, Change::Job(status), message);
             txn.events.push(ev);
-            self.evaluate_stage(&exec_id, txn);
+            if !self.retry_lost(&job_id, txn) {
+                self.evaluate_stage(&exec_id, txn);
+            }
         }
     }
 

@@ -7,10 +7,12 @@ pub mod auto_cancel;
 mod cancel;
 mod flow;
 pub mod lanes;
+pub mod lost_retry;
 pub mod policies;
-pub mod retry;
 pub use flow::short;
+pub mod fence;
 pub mod progress;
+pub mod retry;
 pub mod revision;
 mod txn;
 

@@ -218,6 +218,8 @@ fn expected_form(key: &str) -> Option<&'static str> {
         "queued" | "running" => "a mapping such as `{ when: \"branch != 'main'\" }`",
         "when" => "a CEL condition in quotes, such as \"branch != 'main'\"",
         "approval" => "a mapping such as `{ timeout: 2d, follow_latest: true }`",
+        "retry" => "a mapping such as `{ lost: 2 }`",
+        "lost" => "a whole number from 0 to 10",
         _ => return None,
     })
 }

@@ -15,7 +15,9 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use super::diagnostic::{Pos, error_at, from_yaml_error};
-use super::model::{ActionSpec, DEFAULT_GRACE, Mode, PipelineSpec, StageSpec};
+use super::model::{
+    ActionSpec, CancelSignal, DEFAULT_GRACE, Mode, PipelineSpec, RetryPolicy, StageSpec,
+};
 use super::rules;
 
 /// A pipeline file that cannot be used, with where and what.
@@ -111,6 +113,17 @@ struct RawAction {
     run: Option<Spanned<Vec<Spanned<Option<String>>>>>,
     #[serde(default)]
     approval: Option<Spanned<RawApproval>>,
+    #[serde(default)]
+    retry: Option<Spanned<RawRetry>>,
+    #[serde(default)]
+    cancel_signal: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    #[serde(default)]
+    lost: Option<Spanned<u32>>,
 }
 
 /// A string-to-string mapping that keeps where each key was written.
@@ -319,6 +332,8 @@ impl Cx<'_> {
                 grace,
                 env,
                 approval: Some(approval),
+                retry: Default::default(),
+                cancel_signal: Default::default(),
             });
         }
         let Some(run) = raw.run else {
@@ -343,6 +358,15 @@ impl Cx<'_> {
             rules::check_step(&text).map_err(|m| self.err(at, m))?;
             steps.push(text);
         }
+        let mut retry = RetryPolicy::default();
+        if let Some(lost) = raw.retry.and_then(|r| r.value.lost) {
+            rules::check_retry_lost(lost.value).map_err(|m| self.err(pos(&lost), m))?;
+            retry.lost = lost.value;
+        }
+        let cancel_signal = match raw.cancel_signal {
+            Some(s) => CancelSignal::parse(&s.value).map_err(|m| self.err(pos(&s), m))?,
+            None => CancelSignal::default(),
+        };
         Ok(ActionSpec {
             name,
             run_order,
@@ -352,6 +376,8 @@ impl Cx<'_> {
             grace,
             env,
             approval: None,
+            retry,
+            cancel_signal,
         })
     }
 
@@ -406,6 +432,8 @@ stages:
         labels: { os: linux }
         timeout: 10m
         grace: 2s
+        retry: { lost: 2 }
+        cancel_signal: INT
         env: { RUST_LOG: info }
         run:
           - cargo build
@@ -437,6 +465,8 @@ stages:
                             labels: BTreeMap::from([("os".into(), "linux".into())]),
                             timeout: Some(Duration::from_secs(600)),
                             grace: Duration::from_secs(2),
+                            retry: RetryPolicy { lost: 2 },
+                            cancel_signal: CancelSignal::Int,
                             env: BTreeMap::from([("RUST_LOG".into(), "info".into())]),
                             approval: None,
                         },
@@ -447,6 +477,8 @@ stages:
                             labels: BTreeMap::new(),
                             timeout: None,
                             grace: DEFAULT_GRACE,
+                            retry: RetryPolicy::default(),
+                            cancel_signal: CancelSignal::default(),
                             env: BTreeMap::new(),
                             approval: None,
                         },
@@ -463,6 +495,8 @@ stages:
                         labels: BTreeMap::new(),
                         timeout: None,
                         grace: DEFAULT_GRACE,
+                        retry: RetryPolicy::default(),
+                        cancel_signal: CancelSignal::default(),
                         env: BTreeMap::new(),
                         approval: None,
                     }],
@@ -518,7 +552,7 @@ stages:
             text,
             6,
             9,
-            "unknown key `tiemout`; expected one of name, run_order, labels, timeout, grace, env, run, approval (did you mean `timeout`?)",
+            "unknown key `tiemout`; expected one of name, run_order, labels, timeout, grace, env, run, approval, retry, cancel_signal (did you mean `timeout`?)",
         );
     }
 
@@ -579,6 +613,41 @@ stages:
         assert_error(&with("0s"), 6, 18, "leave `timeout` out for no limit");
         let grace = "name: a\nstages:\n  - name: s\n    actions:\n      - name: x\n        grace: soon\n        run: [make]\n";
         assert_error(grace, 6, 16, "`grace: soon` is not a duration");
+    }
+
+    #[test]
+    fn retry_lost_is_bounded_and_its_keys_checked() {
+        let with = |v: &str| {
+            format!(
+                "name: a\nstages:\n  - name: s\n    actions:\n      - name: x\n        retry: {v}\n        run: [make]\n"
+            )
+        };
+        assert_error(
+            &with("{ lost: 11 }"),
+            6,
+            24,
+            "`retry.lost: 11` is too many; at most 10",
+        );
+        assert_error(&with("{ los: 1 }"), 6, 18, "unknown key `los`");
+        let ok = parse_pipeline_file("p.yaml", &with("{ lost: 3 }")).expect("valid");
+        assert_eq!(ok.stages[0].actions[0].retry, RetryPolicy { lost: 3 });
+    }
+
+    #[test]
+    fn cancel_signal_names_the_signals_it_accepts() {
+        let with = |v: &str| {
+            format!(
+                "name: a\nstages:\n  - name: s\n    actions:\n      - name: x\n        cancel_signal: {v}\n        run: [make]\n"
+            )
+        };
+        assert_error(
+            &with("KILL"),
+            6,
+            24,
+            "use one of TERM, INT, QUIT, HUP, USR1, USR2",
+        );
+        let ok = parse_pipeline_file("p.yaml", &with("SIGQUIT")).expect("valid");
+        assert_eq!(ok.stages[0].actions[0].cancel_signal, CancelSignal::Quit);
     }
 
     #[test]

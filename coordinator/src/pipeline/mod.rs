@@ -10,7 +10,7 @@ pub mod stage_options;
 
 pub use file::{PipelineFileError, parse_pipeline_file};
 pub use model::{
-    ActionSpec, ApprovalSpec, AutoCancel, CancelStop, ConcurrencyKey, Condition,
+    ActionSpec, ApprovalSpec, AutoCancel, CancelSignal, CancelStop, ConcurrencyKey, Condition,
     DEFAULT_APPROVAL_TIMEOUT, DEFAULT_GRACE, DEFAULT_MAX_WAIT_FACTOR, LaneScope, Lanes, Mode,
-    PipelineSpec, QueueOrder, Settle, StageSpec, WhenBusy,
+    PipelineSpec, QueueOrder, RetryPolicy, Settle, StageSpec, WhenBusy,
 };

@@ -140,6 +140,11 @@ pub struct ActionSpec {
     pub grace: Duration,
     /// Extra environment for every step. Default: none.
     pub env: BTreeMap<String, String>,
+    /// What to do when a job of this action is lost with its worker. Default: fail.
+    pub retry: RetryPolicy,
+    /// The signal an abandon (or timeout) sends first, before SIGKILL after `grace`, as the
+    /// name without `SIG`. Default: `TERM`.
+    pub cancel_signal: CancelSignal,
     /// Set for an `approval` action (a person approves or rejects; no steps, no worker).
     /// Default: none (a `run` action).
     pub approval: Option<ApprovalSpec>,
@@ -195,6 +200,78 @@ pub enum CancelStop {
     /// Running jobs finish their current step; the rest are skipped.
     Drain,
 }
+
+/// Signals a job may be asked to stop with (`cancel_signal:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CancelSignal {
+    /// SIGTERM (default).
+    #[default]
+    Term,
+    /// SIGINT, as Ctrl-C would.
+    Int,
+    /// SIGQUIT.
+    Quit,
+    /// SIGHUP.
+    Hup,
+    /// SIGUSR1.
+    Usr1,
+    /// SIGUSR2.
+    Usr2,
+}
+
+impl CancelSignal {
+    /// Every accepted signal.
+    pub const ALL: [CancelSignal; 6] = [
+        CancelSignal::Term,
+        CancelSignal::Int,
+        CancelSignal::Quit,
+        CancelSignal::Hup,
+        CancelSignal::Usr1,
+        CancelSignal::Usr2,
+    ];
+
+    /// The name without `SIG`, as written in a pipeline file and sent to workers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelSignal::Term => "TERM",
+            CancelSignal::Int => "INT",
+            CancelSignal::Quit => "QUIT",
+            CancelSignal::Hup => "HUP",
+            CancelSignal::Usr1 => "USR1",
+            CancelSignal::Usr2 => "USR2",
+        }
+    }
+
+    /// Parses `TERM`, `SIGTERM`, `term`...; `""` is the default.
+    pub fn parse(text: &str) -> Result<CancelSignal, String> {
+        if text.is_empty() {
+            return Ok(CancelSignal::Term);
+        }
+        let upper = text.to_ascii_uppercase();
+        let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+        CancelSignal::ALL
+            .into_iter()
+            .find(|s| s.as_str() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = CancelSignal::ALL.iter().map(|s| s.as_str()).collect();
+                format!(
+                    "`cancel_signal: {text}` is not a signal Baton sends; use one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// When a job is tried again (`retry:` in the pipeline file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryPolicy {
+    /// How many times a job lost with its worker is tried again on another worker (a new
+    /// attempt) before the action fails. Default: 0 (a lost job fails the action).
+    pub lost: u32,
+}
+
+/// Largest `retry.lost` accepted.
+pub const MAX_RETRY_LOST: u32 = 10;
 
 /// Default abandon grace period (Buildkite's).
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);

@@ -11,9 +11,9 @@ use baton_proto::v1::{
 };
 
 use super::model::{
-    ActionSpec, ApprovalSpec, AutoCancel, CancelStop, ConcurrencyKey, Condition,
+    ActionSpec, ApprovalSpec, AutoCancel, CancelSignal, CancelStop, ConcurrencyKey, Condition,
     DEFAULT_APPROVAL_TIMEOUT, DEFAULT_MAX_WAIT_FACTOR, LaneScope, Lanes, Mode, PipelineSpec,
-    QueueOrder, Settle, StageSpec, WhenBusy,
+    QueueOrder, RetryPolicy, Settle, StageSpec, WhenBusy,
 };
 
 /// The protobuf enum value for a mode.
@@ -128,6 +128,10 @@ fn action_to_proto(action: &ActionSpec) -> ActionDefinition {
             timeout_ms: millis(a.timeout),
             follow_latest: a.follow_latest,
         }),
+        retry: Some(baton_proto::v1::RetryPolicy {
+            lost: action.retry.lost,
+        }),
+        cancel_signal: action.cancel_signal.as_str().to_string(),
     }
 }
 
@@ -217,7 +221,11 @@ fn stage_from_proto(stage: &StageDefinition) -> Result<StageSpec, String> {
         when_busy,
         settle,
         lane,
-        actions: stage.actions.iter().map(action_from_proto).collect(),
+        actions: stage
+            .actions
+            .iter()
+            .map(action_from_proto)
+            .collect::<Result<_, _>>()?,
         uninterruptible: stage.interruptible == Some(false),
         on_cancel: match pb::CancelStop::try_from(stage.on_cancel) {
             Ok(pb::CancelStop::Drain) => CancelStop::Drain,
@@ -232,8 +240,8 @@ fn stage_from_proto(stage: &StageDefinition) -> Result<StageSpec, String> {
     })
 }
 
-fn action_from_proto(action: &ActionDefinition) -> ActionSpec {
-    ActionSpec {
+fn action_from_proto(action: &ActionDefinition) -> Result<ActionSpec, String> {
+    Ok(ActionSpec {
         name: action.name.clone(),
         run_order: action.run_order,
         steps: action.steps.clone(),
@@ -249,7 +257,12 @@ fn action_from_proto(action: &ActionDefinition) -> ActionSpec {
             },
             follow_latest: a.follow_latest,
         }),
-    }
+        retry: RetryPolicy {
+            lost: action.retry.as_ref().map_or(0, |r| r.lost),
+        },
+        cancel_signal: CancelSignal::parse(&action.cancel_signal)
+            .map_err(|e| format!("action `{}`: {e}", action.name))?,
+    })
 }
 
 #[cfg(test)]
@@ -269,6 +282,8 @@ mod tests {
             grace: DEFAULT_GRACE,
             env: BTreeMap::new(),
             approval: None,
+            retry: RetryPolicy { lost: 2 },
+            cancel_signal: CancelSignal::Hup,
         };
         PipelineSpec {
             name: "web-app".into(),

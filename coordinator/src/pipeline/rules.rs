@@ -10,7 +10,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::condition;
-use super::model::{ActionSpec, CancelStop, ConcurrencyKey, Mode, PipelineSpec, StageSpec};
+use super::model::{
+    ActionSpec, CancelStop, ConcurrencyKey, MAX_RETRY_LOST, Mode, PipelineSpec, StageSpec,
+};
 
 /// Longest pipeline, stage or action name (CodePipeline's limit).
 pub const MAX_NAME_LEN: usize = 100;
@@ -209,6 +211,16 @@ pub fn check_env_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks `retry.lost`: how often a job lost with its worker is tried again.
+pub fn check_retry_lost(lost: u32) -> Result<(), String> {
+    if lost > MAX_RETRY_LOST {
+        return Err(format!(
+            "`retry.lost: {lost}` is too many; at most {MAX_RETRY_LOST} (a job lost that often points at the job, not the workers)"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a worker label's key: letters, digits, `-`, `_`, `.` and `/`.
 pub fn check_label_key(key: &str) -> Result<(), String> {
     let valid = !key.is_empty()
@@ -249,6 +261,7 @@ impl ActionSpec {
         if let Some(t) = self.timeout {
             check_timeout(t).map_err(ctx)?;
         }
+        check_retry_lost(self.retry.lost).map_err(ctx)?;
         self.labels
             .keys()
             .try_for_each(|k| check_label_key(k))

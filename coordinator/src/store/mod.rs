@@ -240,6 +240,19 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Resolves once every write queued before it (detached ones included) has been applied:
+    /// a reader that calls it after subscribing to live data sees everything sent before.
+    pub async fn barrier(&self) -> Result<(), StoreError> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.writer
+            .send(Request::Write(WriteRequest {
+                ops: Vec::new(),
+                done,
+            }))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Queues `ops` behind every earlier write without waiting for them to be durable (for
     /// data nobody is acknowledged for, such as log chunks).
     pub fn write_detached(&self, ops: Vec<Op>) {

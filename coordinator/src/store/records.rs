@@ -274,4 +274,8 @@ pub struct JobRecord {
     /// pending, Succeeded when approved, Failed when rejected or timed out.
     #[serde(default)]
     pub approval: Option<ApprovalRecord>,
+    /// The signal an abandon sends first (`TERM`, `INT`, ...). Empty in records written
+    /// before it existed, which means TERM.
+    #[serde(default)]
+    pub cancel_signal: String,
 }
