@@ -18,6 +18,8 @@ pub struct Candidate<'a> {
     pub id: &'a str,
     /// Its number (older ones have lower numbers).
     pub number: u64,
+    /// Its revision order; 0 = not given.
+    pub order: u64,
     /// Its branch.
     pub branch: &'a str,
     /// Its status.
@@ -80,6 +82,9 @@ pub fn decide(
 ) -> Vec<Verdict> {
     let competes = |c: &Candidate<'_>| {
         c.number < number
+            // Where both give a revision order, only an older revision is ended: a late
+            // trigger for an old commit never cancels a newer one.
+            && !(revision.order > 0 && c.order >= revision.order)
             && match key {
                 ConcurrencyKey::Branch => c.branch == revision.branch,
                 ConcurrencyKey::Pipeline => true,
@@ -118,6 +123,7 @@ mod tests {
         Candidate {
             id,
             number,
+            order: 0,
             branch,
             status: ExecutionStatus::InProgress,
             stage_status,
@@ -231,5 +237,31 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(rule_for(&none, &revision("main")), None);
+    }
+
+    #[test]
+    fn an_older_revision_never_cancels_a_newer_one() {
+        let newer = Candidate {
+            order: 9,
+            ..candidate("r9", 1, "main", StageStatus::InProgress)
+        };
+        let older_rev = Revision {
+            order: 3,
+            ..revision("main")
+        };
+        let verdicts = decide(
+            ConcurrencyKey::Branch,
+            true,
+            2,
+            &older_rev,
+            std::slice::from_ref(&newer),
+        );
+        assert!(verdicts.is_empty(), "{verdicts:?}");
+        let newest_rev = Revision {
+            order: 10,
+            ..revision("main")
+        };
+        let verdicts = decide(ConcurrencyKey::Branch, true, 2, &newest_rev, &[newer]);
+        assert_eq!(verdicts.len(), 1);
     }
 }

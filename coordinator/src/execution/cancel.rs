@@ -38,6 +38,7 @@ impl PipelineActor {
                 Some(Candidate {
                     id: &e.id,
                     number: e.number,
+                    order: e.revision.order,
                     branch: &e.revision.branch,
                     status: e.status,
                     stage_status: run.status,

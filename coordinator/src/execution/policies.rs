@@ -17,9 +17,13 @@ use crate::store::records::{ExecutionRecord, ExecutionStatus, StageStatus};
 
 /// How a holder is stopped when a newer execution arrives at a `cancel_running` stage.
 ///
-/// The one place that chooses: ABANDON for now (the running jobs are terminated).
-pub fn cancel_running_stop_mode(_stage: &StageSpec) -> StopMode {
-    StopMode::Abandon
+/// The stage's `on_cancel` decides: `abandon` (the default) terminates the running jobs,
+/// `drain` lets each finish its current step.
+pub fn cancel_running_stop_mode(stage: &StageSpec) -> StopMode {
+    match stage.on_cancel {
+        crate::pipeline::CancelStop::Abandon => StopMode::Abandon,
+        crate::pipeline::CancelStop::Drain => StopMode::Wait,
+    }
 }
 
 /// Enables or disables the transition into a stage; answers once it is durable.
