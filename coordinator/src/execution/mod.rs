@@ -14,6 +14,8 @@ pub mod fence;
 pub mod progress;
 pub mod retry;
 pub mod revision;
+#[cfg(test)]
+mod revision_props;
 mod txn;
 
 pub use actor::{PipelineActor, Shared};
