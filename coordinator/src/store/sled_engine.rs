@@ -49,11 +49,23 @@ impl SledEngine {
     /// Opens (or creates) the store in `dir`. Never deletes anything to recover; a store that
     /// will not open gets an error that names the file and says what to do.
     pub fn open(dir: &Path) -> Result<SledEngine, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
-            .cache_capacity(64 * 1024 * 1024)
-            .open()
-            .map_err(|e| open_err(dir, e))?;
+            .cache_capacity(64 * 1024 * 1024);
+        let mut attempts = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                // sled lets go of its file lock from a background thread after the last
+                // handle is dropped, so a reopen right after a close can race it: ask again
+                // for up to a second before saying someone else holds the directory.
+                Err(e) if attempts < 50 && e.to_string().contains("could not acquire lock") => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(open_err(dir, e)),
+            }
+        };
         let trees = Tree::ALL
             .iter()
             .map(|t| db.open_tree(t.name()).map(|tree| (*t, tree)))
