@@ -233,7 +233,7 @@ stages:
     actions:
       - name: compile
         run:
-          - echo started; until [ -f {gates}/gate-$BATON_COMMIT ]; do sleep 0.02; done; echo step-one-done
+          - echo "start"ed; until [ -f {gates}/gate-$BATON_COMMIT ]; do sleep 0.02; done; echo "step-one"-done
           - touch {gates}/second-step-$BATON_COMMIT
 "#
         ))

@@ -53,7 +53,7 @@ stages:
             sleep 1000 &
             echo $! >> {pids}
             echo $$ >> {pids}
-            echo "rea"dy  # quoted: the step header must not match "ready"
+            echo "pids-""written"  # split: the step header (the whole script) must not match
             wait
           - touch {pids}.never
 "#,
@@ -62,7 +62,7 @@ stages:
         .await;
     let id = cluster.start_execution("deploy", "main", "d1").await;
     let job_id = cluster.wait_job_running("deploy", &id, "prod").await;
-    cluster.wait_for_log(&job_id, "ready").await;
+    cluster.wait_for_log(&job_id, "pids-written").await;
     let recorded: Vec<i32> = std::fs::read_to_string(&pids)
         .expect("pids")
         .lines()
@@ -119,7 +119,7 @@ stages:
     actions:
       - name: compile
         run:
-          - echo started; until [ -f {gate} ]; do sleep 0.02; done; echo step-one-done
+          - echo "start"ed; until [ -f {gate} ]; do sleep 0.02; done; echo "step-one"-done
           - touch {marker}
   - name: deploy
     actions:
