@@ -1,6 +1,7 @@
 //! Baton's coordinator as a library: pipelines, stage locks, executions, the worker fleet and
 //! the durable store, served over gRPC. `main.rs`, `baton up` and the tests all call [`run`].
 
+pub mod actor_home;
 pub mod api;
 pub mod backup;
 pub mod bench;
@@ -9,6 +10,7 @@ pub mod config;
 pub mod dispatcher;
 pub mod error;
 pub mod events;
+pub mod in_process;
 pub mod execution;
 pub mod logs;
 pub mod pipeline;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 
+use crate::actor_home::ActorHome;
 use crate::error::CoordError;
 use crate::execution::actor::Redefine;
 use crate::execution::{PipelineActor, Shared};
@@ -16,7 +17,7 @@ use crate::store::{Op, Tree, key_num};
 /// Every pipeline actor, by name.
 pub struct Registry {
     shared: Shared,
-    arbiter: ArbiterHandle,
+    home: ActorHome,
     actors: Mutex<HashMap<String, Addr<PipelineActor>>>,
     puts: tokio::sync::Mutex<()>,
 }
@@ -33,11 +34,11 @@ pub struct Put {
 }
 
 impl Registry {
-    /// A registry whose actors run on `arbiter`.
-    pub fn new(shared: Shared, arbiter: ArbiterHandle) -> Self {
+    /// A registry whose actors run in `home` (an `ArbiterHandle` or an [`ActorHome`]).
+    pub fn new(shared: Shared, home: impl Into<ActorHome>) -> Self {
         Self {
             shared,
-            arbiter,
+            home: home.into(),
             actors: Mutex::new(HashMap::new()),
             puts: tokio::sync::Mutex::new(()),
         }
@@ -48,7 +49,7 @@ impl Registry {
     }
 
     fn start_actor(&self, actor: PipelineActor) -> Addr<PipelineActor> {
-        PipelineActor::start_in_arbiter(&self.arbiter, move |_| actor)
+        self.home.start(move |_| actor)
     }
 
     /// Starts an actor for every stored pipeline (after a restart).

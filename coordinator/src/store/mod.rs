@@ -7,6 +7,7 @@
 //!
 //! Reads go straight to the engine from any thread.
 
+mod inline;
 mod memory;
 pub mod records;
 pub mod schema;
@@ -199,7 +200,8 @@ impl StoreWriter {
 #[derive(Clone)]
 pub struct Store {
     engine: Arc<dyn Engine>,
-    writer: mpsc::Sender<Request>,
+    /// `None` for an inline store ([`Store::start_inline`]): writes apply on the caller's thread.
+    writer: Option<mpsc::Sender<Request>>,
 }
 
 impl Store {
@@ -225,7 +227,13 @@ impl Store {
                 let _ = closed_tx.send(());
             })
             .map_err(|e| StoreError::Engine(format!("cannot start the store writer: {e}")))?;
-        Ok((Store { engine, writer: tx }, StoreWriter { closed }))
+        Ok((
+            Store {
+                engine,
+                writer: Some(tx),
+            },
+            StoreWriter { closed },
+        ))
     }
 
     /// Writes `ops` atomically; resolves once they are durable.
@@ -234,9 +242,7 @@ impl Store {
             return Ok(());
         }
         let (done, rx) = tokio::sync::oneshot::channel();
-        self.writer
-            .send(Request::Write(WriteRequest { ops, done }))
-            .map_err(|_| StoreError::Closed)?;
+        self.submit(Request::Write(WriteRequest { ops, done }))?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -244,12 +250,10 @@ impl Store {
     /// a reader that calls it after subscribing to live data sees everything sent before.
     pub async fn barrier(&self) -> Result<(), StoreError> {
         let (done, rx) = tokio::sync::oneshot::channel();
-        self.writer
-            .send(Request::Write(WriteRequest {
-                ops: Vec::new(),
-                done,
-            }))
-            .map_err(|_| StoreError::Closed)?;
+        self.submit(Request::Write(WriteRequest {
+            ops: Vec::new(),
+            done,
+        }))?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -257,7 +261,7 @@ impl Store {
     /// data nobody is acknowledged for, such as log chunks).
     pub fn write_detached(&self, ops: Vec<Op>) {
         let (done, _) = tokio::sync::oneshot::channel();
-        let _ = self.writer.send(Request::Write(WriteRequest { ops, done }));
+        let _ = self.submit(Request::Write(WriteRequest { ops, done }));
     }
 
     /// Runs `work` on the writer thread between two batches, with no write in between: a
@@ -267,11 +271,9 @@ impl Store {
         work: impl FnOnce(&dyn Engine) -> R + Send + 'static,
     ) -> Result<R, StoreError> {
         let (done, rx) = tokio::sync::oneshot::channel();
-        self.writer
-            .send(Request::Exclusive(Box::new(move |engine| {
-                let _ = done.send(work(engine));
-            })))
-            .map_err(|_| StoreError::Closed)?;
+        self.submit(Request::Exclusive(Box::new(move |engine| {
+            let _ = done.send(work(engine));
+        })))?;
         rx.await.map_err(|_| StoreError::Closed)
     }
 
