@@ -17,8 +17,11 @@ use baton_proto::v1::{
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use std::sync::Arc;
+
 use crate::WorkerConfig;
-use crate::runner::{self, JobContext, JobControl, JobEvent, Report};
+use crate::runner::{JobContext, JobControl, JobEvent, Report};
+use crate::seams::JobLauncher;
 
 /// Signals a job may have queued before it reads them.
 const CONTROL_QUEUE: usize = 8;
@@ -29,6 +32,7 @@ pub(crate) struct Agent {
     jobs: HashMap<String, mpsc::Sender<JobControl>>,
     tasks: JoinSet<()>,
     reports: mpsc::Sender<Report>,
+    launcher: Arc<dyn JobLauncher>,
     /// No new jobs; leave once the running ones are reported.
     pub draining: bool,
     /// The running jobs were told to abandon.
@@ -38,13 +42,18 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    /// An agent whose jobs report on `reports`.
-    pub fn new(config: WorkerConfig, reports: mpsc::Sender<Report>) -> Self {
+    /// An agent whose jobs report on `reports` and run through `launcher`.
+    pub fn new(
+        config: WorkerConfig,
+        reports: mpsc::Sender<Report>,
+        launcher: Arc<dyn JobLauncher>,
+    ) -> Self {
         Self {
             config,
             jobs: HashMap::new(),
             tasks: JoinSet::new(),
             reports,
+            launcher,
             draining: false,
             abandoning: false,
             incarnation: format!(
@@ -199,9 +208,8 @@ impl Agent {
             coordinator: self.config.coordinator.clone(),
         };
         let reports = self.reports.clone();
-        self.tasks.spawn(async move {
-            runner::run_job(job, ctx, reports, control_rx).await;
-        });
+        self.tasks
+            .spawn(self.launcher.launch(job, ctx, reports, control_rx));
         let started = wire(Msg::JobStarted(JobStarted {
             job_id: job_id.clone(),
         }));

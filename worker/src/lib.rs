@@ -11,6 +11,7 @@ pub mod config;
 mod error;
 pub mod proc_group;
 pub mod runner;
+pub mod seams;
 mod session;
 mod step;
 
@@ -21,6 +22,7 @@ use tokio::sync::mpsc;
 pub use config::{Shutdown, WorkerConfig};
 pub use error::{WorkerError, chain};
 pub use runner::{JobContext, JobControl, JobEnd, JobEvent, Report, run_job};
+pub use seams::{ChannelConnector, JobLauncher, ProcessLauncher, Seams};
 pub use step::LOG_CHUNK;
 
 /// Reports from all jobs waiting for the session loop.
@@ -32,7 +34,6 @@ const REPORT_QUEUE: usize = 256;
 /// error only for bad configuration or when the coordinator refuses it (bad token) while idle.
 pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerError> {
     config.validate()?;
-    let endpoint = session::endpoint(&config)?;
     tokio::fs::create_dir_all(&config.work_dir)
         .await
         .map_err(|source| WorkerError::Io {
@@ -40,10 +41,22 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerE
             path: config.work_dir.clone(),
             source,
         })?;
+    run_with(config, shutdown, Seams::default()).await
+}
+
+/// [`run`] with its jobs run and its channel opened by `seams`. Does not create `work_dir`
+/// (the process launcher creates each job's directory under it).
+pub async fn run_with(
+    config: WorkerConfig,
+    shutdown: Shutdown,
+    seams: Seams,
+) -> Result<(), WorkerError> {
+    config.validate()?;
+    let endpoint = session::endpoint(&config)?;
     let (reports_tx, reports) = mpsc::channel(REPORT_QUEUE);
     let backoff = config.reconnect_backoff;
     let worker = session::Worker {
-        agent: agent::Agent::new(config, reports_tx),
+        agent: agent::Agent::new(config, reports_tx, seams.launcher.clone()),
         reports,
         pending: VecDeque::new(),
         shutdown,
@@ -54,5 +67,5 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerE
         next_seq: 1,
         unacked: VecDeque::new(),
     };
-    worker.run(endpoint).await
+    worker.run(endpoint, &seams).await
 }

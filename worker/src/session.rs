@@ -26,6 +26,7 @@ use tonic::transport::Endpoint;
 use crate::agent::{Agent, wire};
 use crate::error::chain;
 use crate::runner::Report;
+use crate::seams::Seams;
 use crate::{Shutdown, WorkerConfig, WorkerError};
 
 /// Reports kept while disconnected.
@@ -90,11 +91,11 @@ pub(crate) fn endpoint(config: &WorkerConfig) -> Result<Endpoint, WorkerError> {
 
 impl Worker {
     /// Connects, serves, reconnects, until the worker has drained or been abandoned.
-    pub async fn run(mut self, endpoint: Endpoint) -> Result<(), WorkerError> {
+    pub async fn run(mut self, endpoint: Endpoint, seams: &Seams) -> Result<(), WorkerError> {
         let first = self.backoff;
         let mut backoff = first;
         loop {
-            match self.connect_and_serve(&endpoint).await {
+            match self.connect_and_serve(&endpoint, seams).await {
                 Ok(Ended::Done) => return Ok(()),
                 Ok(Ended::Lost { registered, why }) => {
                     tracing::warn!(%why, "lost the coordinator");
@@ -115,9 +116,13 @@ impl Worker {
         }
     }
 
-    async fn connect_and_serve(&mut self, endpoint: &Endpoint) -> Result<Ended, WorkerError> {
+    async fn connect_and_serve(
+        &mut self,
+        endpoint: &Endpoint,
+        seams: &Seams,
+    ) -> Result<Ended, WorkerError> {
         // The lease and a shutdown keep running while we connect and wait for `Registered`.
-        let handshake = handshake(endpoint.clone(), self.agent.register());
+        let handshake = handshake(seams.connect(endpoint.clone()), self.agent.register());
         tokio::pin!(handshake);
         let lease_end = self.lost_at.zip(self.lease).map(|(at, lease)| at + lease);
         let (out, mut inbound, registered) = loop {
@@ -286,8 +291,13 @@ type Opened = (
 );
 
 /// Connects, sends `register` and waits for `Registered`.
-async fn handshake(endpoint: Endpoint, register: WorkerMessage) -> Result<Opened, WorkerError> {
-    let channel = endpoint.connect().await?;
+async fn handshake(
+    channel: impl std::future::Future<
+        Output = Result<tonic::transport::Channel, tonic::transport::Error>,
+    >,
+    register: WorkerMessage,
+) -> Result<Opened, WorkerError> {
+    let channel = channel.await?;
     let mut client = AgentServiceClient::new(channel)
         .max_decoding_message_size(MESSAGE_LIMIT)
         .max_encoding_message_size(MESSAGE_LIMIT);

@@ -1,0 +1,81 @@
+//! What a worker can be given in place of the real thing, for simulations and embedding: how a
+//! job is run ([`JobLauncher`]; the default runs its steps as processes) and how the channel to
+//! the coordinator is opened ([`ChannelConnector`]; the default dials TCP). The session, the
+//! lease and self-fencing are the same either way.
+
+use std::sync::Arc;
+
+use baton_proto::v1::JobSpec;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::runner::{self, JobContext, JobControl, Report};
+
+/// Runs one job to its end: reports on `reports`, ending with exactly one `Finished` (or
+/// `Withdrawn`), and obeys `control`, as [`runner::run_job`] does.
+pub trait JobLauncher: Send + Sync + 'static {
+    /// The job, as a future the worker owns (dropping it must stop the job).
+    fn launch(
+        &self,
+        job: JobSpec,
+        ctx: JobContext,
+        reports: mpsc::Sender<Report>,
+        control: mpsc::Receiver<JobControl>,
+    ) -> BoxFuture<'static, ()>;
+}
+
+/// The real launcher: every step as `sh -c` in its own process group.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessLauncher;
+
+impl JobLauncher for ProcessLauncher {
+    fn launch(
+        &self,
+        job: JobSpec,
+        ctx: JobContext,
+        reports: mpsc::Sender<Report>,
+        control: mpsc::Receiver<JobControl>,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            runner::run_job(job, ctx, reports, control).await;
+        })
+    }
+}
+
+/// Opens the channel to the coordinator for an endpoint (with the worker's keepalive and
+/// timeouts already set on it).
+pub type ChannelConnector = Arc<
+    dyn Fn(Endpoint) -> BoxFuture<'static, Result<Channel, tonic::transport::Error>> + Send + Sync,
+>;
+
+/// The parts of a worker that can be replaced. Default: processes and TCP.
+#[derive(Clone)]
+pub struct Seams {
+    /// Runs jobs. Default: [`ProcessLauncher`].
+    pub launcher: Arc<dyn JobLauncher>,
+    /// Opens the channel. Default: `None`, `Endpoint::connect` (TCP).
+    pub connector: Option<ChannelConnector>,
+}
+
+impl Default for Seams {
+    fn default() -> Self {
+        Self {
+            launcher: Arc::new(ProcessLauncher),
+            connector: None,
+        }
+    }
+}
+
+impl Seams {
+    /// Opens the channel through the connector, or over TCP.
+    pub(crate) async fn connect(
+        &self,
+        endpoint: Endpoint,
+    ) -> Result<Channel, tonic::transport::Error> {
+        match &self.connector {
+            Some(connect) => connect(endpoint).await,
+            None => endpoint.connect().await,
+        }
+    }
+}
