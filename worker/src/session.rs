@@ -7,8 +7,10 @@
 //! sequence number and is kept until the coordinator says it applied it (`ReportsApplied`, on
 //! heartbeats); after a reconnect, `Registered.resume_after` says where to resume, and what was
 //! sent on the broken stream after that is sent again. The coordinator applies each number once.
-//! A worker that stays disconnected past its lease abandons its jobs, as the coordinator will
-//! assume them gone soon after.
+//! A worker that has not heard from the coordinator for its lease abandons its jobs, as the
+//! coordinator will assume them gone soon after. The lease counts from the last message heard
+//! (the coordinator answers every heartbeat), not from when the stream was seen to break: a
+//! silent cut shows only after the HTTP/2 keepalive timeout, which can be longer than the lease.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -58,6 +60,10 @@ pub(crate) struct Worker {
     pub backoff: Duration,
     /// When the last registered session was lost; `None` while registered.
     pub lost_at: Option<Instant>,
+    /// When the coordinator was last heard from in the current (or last) session. The lease
+    /// counts from here: a silent cut is noticed by the transport only after its keepalive
+    /// timeout, by which time the coordinator may have declared us lost already.
+    pub heard_at: Option<Instant>,
     /// The jobs were abandoned because the lease ran out during this disconnection.
     pub lease_expired: bool,
     /// The next report's sequence number.
@@ -108,7 +114,10 @@ impl Worker {
                 }
                 Err(err) => tracing::warn!(err = %chain(&err), "cannot reach the coordinator"),
             }
-            let since = *self.lost_at.get_or_insert_with(Instant::now);
+            let heard_at = self.heard_at.take();
+            let since = *self
+                .lost_at
+                .get_or_insert_with(|| heard_at.unwrap_or_else(Instant::now));
             if self.wait_disconnected(backoff, since).await {
                 return Ok(());
             }
@@ -142,6 +151,7 @@ impl Worker {
         };
         tracing::info!(?period, lease = ?self.lease, running = self.agent.running(), "registered");
         self.lost_at = None;
+        self.heard_at = Some(Instant::now());
         self.lease_expired = false;
         let lost = |why: String| {
             Ok(Ended::Lost {
@@ -172,12 +182,18 @@ impl Worker {
                 return Ok(self.goodbye(out, inbound).await);
             }
             let mut replies = Vec::new();
+            // The coordinator answers every heartbeat: silence for the lease means a cut.
+            let silent_until = self.heard_at.zip(self.lease).map(|(at, lease)| at + lease);
             tokio::select! {
                 msg = inbound.message() => match msg {
                     Ok(Some(CoordinatorMessage { msg: Some(CMsg::Applied(a)) })) => {
+                        self.heard_at = Some(Instant::now());
                         self.unacked.retain(|m| m.seq > a.upto);
                     }
-                    Ok(Some(msg)) => replies = self.agent.on_message(msg),
+                    Ok(Some(msg)) => {
+                        self.heard_at = Some(Instant::now());
+                        replies = self.agent.on_message(msg);
+                    }
                     Ok(None) => return lost("the coordinator closed the stream".into()),
                     Err(status) => return lost(format!("stream error: {status}")),
                 },
@@ -186,6 +202,9 @@ impl Worker {
                     if let Some(msg) = report.and_then(|r| self.agent.on_report(r)) {
                         replies.push(msg);
                     }
+                }
+                () = sleep_until_opt(silent_until) => {
+                    return lost("nothing heard from the coordinator for the lease".into());
                 }
                 _ = heartbeat.tick() => replies.push(wire(Msg::Heartbeat(Heartbeat {}))),
                 () = self.shutdown.drain.cancelled(), if !self.agent.draining => {
