@@ -101,9 +101,9 @@ pub struct SimLauncher {
     pub worker: String,
 }
 
-/// How long a job with `token` acts: 1.5 to 4.5 s, varied by token so that runs differ.
+/// How long a job with `token` acts: 2 to 14 s (longer than a lease), varied by token.
 pub fn act_ms(token: u64) -> u64 {
-    1_500 + (token.wrapping_mul(7_919) % 3_000)
+    2_000 + (token.wrapping_mul(7_919) % 12_000)
 }
 
 /// The lock a job acts under: the stage, and the lane (its branch) for a `lanes` pipeline.

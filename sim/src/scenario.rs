@@ -93,6 +93,8 @@ pub struct Outcome {
     pub end_ms: i64,
     /// Evidence that faults met running jobs.
     pub stats: Stats,
+    /// Every fault and repair, in order (`ms what worker`), to explain a failure.
+    pub faults: Vec<String>,
 }
 
 impl Outcome {
@@ -225,6 +227,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
     let mut active: BTreeMap<usize, (Fault, i64)> = BTreeMap::new();
     let mut hit_by: BTreeMap<String, Fault> = BTreeMap::new();
+    let mut faults = Vec::new();
     let fault_every = i64::try_from(scenario.fault_every.as_millis()).unwrap_or(i64::MAX);
     let end_ms = i64::try_from(scenario.duration.as_millis()).unwrap_or(i64::MAX);
     // Faults start after the pipelines are in and end a little before the run, so that the
@@ -245,6 +248,9 @@ pub fn run(scenario: &Scenario) -> Outcome {
             .collect();
         for w in due {
             let name = worker_name(w);
+            if let Some((fault, _)) = active.get(&w) {
+                faults.push(format!("{now} ms: end of {fault:?} of {name}"));
+            }
             match active.remove(&w) {
                 Some((Fault::Partition, _)) => sim.repair(name.as_str(), COORDINATOR),
                 Some((Fault::Hold, _)) => sim.release(name.as_str(), COORDINATOR),
@@ -262,7 +268,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
                     0..=39 => {
                         sim.partition(name.as_str(), COORDINATOR);
                         stats.partitions += 1;
-                        Some((Fault::Partition, rng.range(1_000, 10_000)))
+                        Some((Fault::Partition, rng.range(1_000, 25_000)))
                     }
                     40..=54 => {
                         sim.hold(name.as_str(), COORDINATOR);
@@ -281,6 +287,17 @@ pub fn run(scenario: &Scenario) -> Outcome {
                     }
                     _ => None,
                 };
+                if roll <= 84 {
+                    faults.push(format!(
+                        "{now} ms: {} of {name}",
+                        match roll {
+                            0..=39 => "Partition",
+                            40..=54 => "Hold",
+                            55..=74 => "Crash",
+                            _ => "Bounce",
+                        }
+                    ));
+                }
                 if let Some((fault, lasting)) = fault {
                     active.insert(w, (fault, now + lasting));
                 }
@@ -326,6 +343,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
         entries,
         end_ms,
         stats,
+        faults,
     }
 }
 

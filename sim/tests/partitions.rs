@@ -36,9 +36,10 @@ fn no_two_jobs_of_one_stage_lock_act_at_once_under_partitions_and_crashes() {
         let found = violations(&outcome.acts, &outcome.entries, outcome.end_ms);
         assert!(
             found.is_empty(),
-            "seed {seed}: {} breaches:\n{}",
+            "seed {seed}: {} breaches:\n{}\nfaults:\n{}",
             found.len(),
-            found.join("\n")
+            found.join("\n"),
+            outcome.faults.join("\n")
         );
         assert!(stats.hits > 0, "seed {seed}: no fault met a running job");
         assert!(
