@@ -2,7 +2,7 @@
 //! one stage lock act at once, and none acts once a newer fence token of its lock was entered.
 //!
 //! `BATON_SIM_SEED` picks the first seed (default 1), `BATON_SIM_CASES` how many seeds run
-//! (default 2), `BATON_SIM_SECS` the simulated seconds per case (default 90). A failure prints
+//! (default 4), `BATON_SIM_SECS` the simulated seconds per case (default 90). A failure prints
 //! its seed; rerun it with `BATON_SIM_SEED=N BATON_SIM_CASES=1`.
 //!
 //! Not vacuous: each case must cut off or crash workers while their jobs act, see a cut-off
@@ -10,6 +10,7 @@
 //! self-fencing disabled (`expire_lease` in worker/src/session.rs not abandoning the jobs),
 //! this test fails with "acted with token N until ... but a newer token was entered".
 
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use baton_sim::check::violations;
@@ -25,14 +26,16 @@ fn env_u64(name: &str, default: u64) -> u64 {
 #[test]
 fn no_two_jobs_of_one_stage_lock_act_at_once_under_partitions_and_crashes() {
     let first = env_u64("BATON_SIM_SEED", 1);
-    let cases = env_u64("BATON_SIM_CASES", 2);
+    let cases = env_u64("BATON_SIM_CASES", 4);
     let secs = env_u64("BATON_SIM_SECS", 90);
     for seed in first..first + cases {
         let mut scenario = Scenario::new(seed);
         scenario.duration = Duration::from_secs(secs);
         let outcome = run(&scenario);
         let stats = &outcome.stats;
-        eprintln!("seed {seed}: {stats:?}");
+        let mut digest = std::hash::DefaultHasher::new();
+        outcome.trace().hash(&mut digest);
+        eprintln!("seed {seed}: trace {:016x}, {stats:?}", digest.finish());
         let found = violations(&outcome.acts, &outcome.entries, outcome.end_ms);
         assert!(
             found.is_empty(),
