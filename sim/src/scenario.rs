@@ -1,7 +1,7 @@
 //! One simulated run: a coordinator host (real gRPC services and actors, in-memory store, the
 //! simulated clock), worker hosts running the real worker session with simulated jobs, and a
 //! driver that pushes revisions; the step loop cuts and repairs links and crashes and restarts
-//! workers at random (seeded), and reads every fence entry from the store as it happens.
+//! workers and the coordinator at random (seeded), and reads every fence entry from the store as it happens.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -70,6 +70,8 @@ pub struct Stats {
     pub crashes: u32,
     /// Worker restarts without a pause.
     pub bounces: u32,
+    /// Coordinator restarts (its in-memory store survives them, as a disk would).
+    pub coordinator_restarts: u32,
     /// Acts that were running on a worker when it was cut off or crashed.
     pub hits: u32,
     /// Acts cut off by a partition that the worker then abandoned itself.
@@ -221,13 +223,16 @@ pub fn run(scenario: &Scenario) -> Outcome {
     let push_every = scenario.push_every;
     sim.client("driver", drive(push_every));
 
-    let mut rng = Rng::new(scenario.seed);
-    let mut stats = Stats::default();
+    let mut faults = Faults {
+        rng: Rng::new(scenario.seed),
+        workers: scenario.workers,
+        active: BTreeMap::new(),
+        hit_by: BTreeMap::new(),
+        log: Vec::new(),
+        stats: Stats::default(),
+    };
     let mut entries: Vec<Entry> = Vec::new();
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-    let mut active: BTreeMap<usize, (Fault, i64)> = BTreeMap::new();
-    let mut hit_by: BTreeMap<String, Fault> = BTreeMap::new();
-    let mut faults = Vec::new();
     let fault_every = i64::try_from(scenario.fault_every.as_millis()).unwrap_or(i64::MAX);
     let end_ms = i64::try_from(scenario.duration.as_millis()).unwrap_or(i64::MAX);
     // Faults start after the pipelines are in and end a little before the run, so that the
@@ -240,76 +245,10 @@ pub fn run(scenario: &Scenario) -> Outcome {
             break;
         }
         ledger.set_now(now);
-        // Undo the faults that are due.
-        let due: Vec<usize> = active
-            .iter()
-            .filter(|(_, (_, until))| *until <= now)
-            .map(|(w, _)| *w)
-            .collect();
-        for w in due {
-            let name = worker_name(w);
-            if let Some((fault, _)) = active.get(&w) {
-                faults.push(format!("{now} ms: end of {fault:?} of {name}"));
-            }
-            match active.remove(&w) {
-                Some((Fault::Partition, _)) => sim.repair(name.as_str(), COORDINATOR),
-                Some((Fault::Hold, _)) => sim.release(name.as_str(), COORDINATOR),
-                Some((Fault::Crash, _)) => sim.bounce(name.as_str()),
-                None => {}
-            }
-        }
+        faults.undo_due(&mut sim, now);
         if now >= next_fault && now < faults_until {
-            next_fault = now + rng.range(fault_every / 2, fault_every * 3 / 2);
-            let w = usize::try_from(rng.below(scenario.workers as u64)).unwrap_or(0);
-            if !active.contains_key(&w) {
-                let name = worker_name(w);
-                let roll = rng.below(100);
-                let fault = match roll {
-                    0..=39 => {
-                        sim.partition(name.as_str(), COORDINATOR);
-                        stats.partitions += 1;
-                        Some((Fault::Partition, rng.range(1_000, 25_000)))
-                    }
-                    40..=54 => {
-                        sim.hold(name.as_str(), COORDINATOR);
-                        stats.holds += 1;
-                        Some((Fault::Hold, rng.range(300, 3_000)))
-                    }
-                    55..=74 => {
-                        sim.crash(name.as_str());
-                        stats.crashes += 1;
-                        Some((Fault::Crash, rng.range(500, 6_000)))
-                    }
-                    75..=84 => {
-                        sim.bounce(name.as_str());
-                        stats.bounces += 1;
-                        None
-                    }
-                    _ => None,
-                };
-                if roll <= 84 {
-                    faults.push(format!(
-                        "{now} ms: {} of {name}",
-                        match roll {
-                            0..=39 => "Partition",
-                            40..=54 => "Hold",
-                            55..=74 => "Crash",
-                            _ => "Bounce",
-                        }
-                    ));
-                }
-                if let Some((fault, lasting)) = fault {
-                    active.insert(w, (fault, now + lasting));
-                }
-                if roll <= 84 {
-                    for act in ledger.acts() {
-                        if act.worker == name && act.end_ms.is_none() {
-                            stats.hits += 1;
-                            hit_by.insert(act.job_id.clone(), fault.map_or(Fault::Crash, |f| f.0));
-                        }
-                    }
-                }
-            }
+            next_fault = now + faults.rng.range(fault_every / 2, fault_every * 3 / 2);
+            faults.inject(&mut sim, now, &ledger);
         }
         if let Err(e) = sim.step() {
             panic!(
@@ -320,12 +259,13 @@ pub fn run(scenario: &Scenario) -> Outcome {
         observe(engine.as_ref(), now, &mut seen, &mut entries);
     }
     let acts = ledger.acts();
+    let mut stats = faults.stats;
     stats.entries = u32::try_from(entries.len()).unwrap_or(u32::MAX);
     for act in &acts {
         if act.ended == Some(ActEnd::Finished) {
             stats.finished += 1;
         }
-        let Some(fault) = hit_by.get(&act.job_id) else {
+        let Some(fault) = faults.hit_by.get(&act.job_id) else {
             continue;
         };
         if matches!(fault, Fault::Partition) && act.ended == Some(ActEnd::Abandoned) {
@@ -343,7 +283,99 @@ pub fn run(scenario: &Scenario) -> Outcome {
         entries,
         end_ms,
         stats,
-        faults,
+        faults: faults.log,
+    }
+}
+
+/// The fault schedule and what it has done so far.
+struct Faults {
+    rng: Rng,
+    workers: usize,
+    /// Faults in force, by worker, with the simulated ms when they are undone.
+    active: BTreeMap<usize, (Fault, i64)>,
+    /// The fault that met each job while it acted.
+    hit_by: BTreeMap<String, Fault>,
+    log: Vec<String>,
+    stats: Stats,
+}
+
+impl Faults {
+    /// Repairs, releases and restarts what is due at `now`.
+    fn undo_due(&mut self, sim: &mut turmoil::Sim<'_>, now: i64) {
+        let due: Vec<(usize, Fault)> = self
+            .active
+            .iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(w, (fault, _))| (*w, *fault))
+            .collect();
+        for (w, fault) in due {
+            self.active.remove(&w);
+            let name = worker_name(w);
+            self.log
+                .push(format!("{now} ms: end of {fault:?} of {name}"));
+            match fault {
+                Fault::Partition => sim.repair(name.as_str(), COORDINATOR),
+                Fault::Hold => sim.release(name.as_str(), COORDINATOR),
+                Fault::Crash => sim.bounce(name.as_str()),
+            }
+        }
+    }
+
+    /// Picks a worker and maybe a fault for it (none when it is already under one).
+    fn inject(&mut self, sim: &mut turmoil::Sim<'_>, now: i64, ledger: &Ledger) {
+        let w = usize::try_from(self.rng.below(self.workers as u64)).unwrap_or(0);
+        let std::collections::btree_map::Entry::Vacant(slot) = self.active.entry(w) else {
+            return;
+        };
+        let name = worker_name(w);
+        let (what, fault) = match self.rng.below(100) {
+            0..=39 => {
+                sim.partition(name.as_str(), COORDINATOR);
+                self.stats.partitions += 1;
+                let until = now + self.rng.range(1_000, 25_000);
+                ("Partition", Some((Fault::Partition, until)))
+            }
+            40..=54 => {
+                sim.hold(name.as_str(), COORDINATOR);
+                self.stats.holds += 1;
+                (
+                    "Hold",
+                    Some((Fault::Hold, now + self.rng.range(300, 3_000))),
+                )
+            }
+            55..=74 => {
+                sim.crash(name.as_str());
+                self.stats.crashes += 1;
+                (
+                    "Crash",
+                    Some((Fault::Crash, now + self.rng.range(500, 6_000))),
+                )
+            }
+            75..=84 => {
+                sim.bounce(name.as_str());
+                self.stats.bounces += 1;
+                ("Bounce", None)
+            }
+            85..=89 => {
+                sim.bounce(COORDINATOR);
+                self.stats.coordinator_restarts += 1;
+                self.log
+                    .push(format!("{now} ms: restart of the coordinator"));
+                return;
+            }
+            _ => return,
+        };
+        self.log.push(format!("{now} ms: {what} of {name}"));
+        let kind = fault.map_or(Fault::Crash, |(kind, _)| kind);
+        if let Some(fault) = fault {
+            slot.insert(fault);
+        }
+        for act in ledger.acts() {
+            if act.worker == name && act.end_ms.is_none() {
+                self.stats.hits += 1;
+                self.hit_by.insert(act.job_id.clone(), kind);
+            }
+        }
     }
 }
 
@@ -415,7 +447,7 @@ async fn drive(every: Duration) -> turmoil::Result {
             }
         }
         n += 1;
-        let branch = if n % 2 == 0 { "a" } else { "b" };
+        let branch = if n.is_multiple_of(2) { "a" } else { "b" };
         for (pipeline, branch) in [("ship", "main"), ("lanes", branch)] {
             let request = pb::StartPipelineExecutionRequest {
                 pipeline: pipeline.into(),

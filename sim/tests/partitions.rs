@@ -5,6 +5,7 @@
 //! (default 4), `BATON_SIM_SECS` the simulated seconds per case (default 90). A failure prints
 //! its seed; rerun it with `BATON_SIM_SEED=N BATON_SIM_CASES=1`.
 //!
+//! The coordinator is restarted now and then too (its in-memory store survives, as a disk would).
 //! Not vacuous: each case must cut off or crash workers while their jobs act, see a cut-off
 //! worker abandon its own job, and see those locks pass to newer tokens. With the worker's
 //! self-fencing disabled (`expire_lease` in worker/src/session.rs not abandoning the jobs),
