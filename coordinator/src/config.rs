@@ -16,6 +16,10 @@ pub struct CoordinatorConfig {
     pub offer_timeout: Duration,
     /// Largest gRPC message accepted, in bytes. Default: 4 MiB.
     pub max_message_bytes: usize,
+    /// Where [`crate::run`] serves the dashboard and `/metrics` over HTTP; `None` serves no HTTP.
+    /// Default: `None` (the `baton-coordinator` binary's `--http-addr` defaults to
+    /// `127.0.0.1:7412`).
+    pub http_addr: Option<String>,
 }
 
 impl CoordinatorConfig {
@@ -27,6 +31,7 @@ impl CoordinatorConfig {
             lease: Duration::from_secs(15),
             offer_timeout: Duration::from_secs(5),
             max_message_bytes: 4 * 1024 * 1024,
+            http_addr: None,
         }
     }
 }

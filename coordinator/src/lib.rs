@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod execution;
 pub mod logs;
+pub mod observe;
 pub mod pipeline;
 pub mod registry;
 mod server;
@@ -16,4 +17,4 @@ pub mod stage;
 pub mod store;
 
 pub use config::CoordinatorConfig;
-pub use server::{StartError, run};
+pub use server::{StartError, run, run_with_listeners};

@@ -22,6 +22,9 @@ struct Args {
     /// How often workers send a heartbeat.
     #[arg(long, env = "BATON_HEARTBEAT", default_value = "5s", value_parser = humantime::parse_duration)]
     heartbeat: Duration,
+    /// Address of the HTTP port: web dashboard and Prometheus `/metrics` ("" serves no HTTP).
+    #[arg(long, env = "BATON_HTTP_ADDR", default_value = "127.0.0.1:7412")]
+    http_addr: String,
     /// Log format: text or json.
     #[arg(long, env = "BATON_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -42,6 +45,7 @@ fn main() -> std::process::ExitCode {
     let mut config = CoordinatorConfig::new(&args.data_dir);
     config.lease = args.lease;
     config.heartbeat_interval = args.heartbeat;
+    config.http_addr = Some(args.http_addr.clone()).filter(|a| !a.is_empty());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -19,6 +19,9 @@ use crate::dispatcher::{DispatchTiming, Dispatcher};
 use crate::events::EventHub;
 use crate::execution::Shared;
 use crate::logs::LogHub;
+use crate::observe::grpc_layer::GrpcMetricsLayer;
+use crate::observe::http::HttpState;
+use crate::observe::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::{SledEngine, Store};
 
@@ -41,6 +44,16 @@ pub enum StartError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Serve(String),
+    /// The HTTP port (dashboard, `/metrics`) could not be bound.
+    #[error(
+        "cannot listen on {addr} for the dashboard and metrics: {message} (pick another with --http-addr)"
+    )]
+    Http {
+        /// The address asked for.
+        addr: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// The actor thread: a `System` that runs until told to stop.
@@ -98,10 +111,35 @@ pub async fn run(
     run_with_clock(config, listener, shutdown, Arc::new(SystemClock)).await
 }
 
-/// [`run`] with an injected clock.
+/// [`run`] with an injected clock. Binds `config.http_addr` when it is set.
 pub async fn run_with_clock(
     config: CoordinatorConfig,
     listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+    clock: SharedClock,
+) -> Result<(), StartError> {
+    let http = match &config.http_addr {
+        Some(addr) => {
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| StartError::Http {
+                        addr: addr.clone(),
+                        message: e.to_string(),
+                    })?,
+            )
+        }
+        None => None,
+    };
+    run_with_listeners(config, listener, http, shutdown, clock).await
+}
+
+/// [`run`] on sockets the caller bound: gRPC on `listener`, and the dashboard and `/metrics`
+/// on `http` when given (`config.http_addr` is not used).
+pub async fn run_with_listeners(
+    config: CoordinatorConfig,
+    listener: tokio::net::TcpListener,
+    http: Option<tokio::net::TcpListener>,
     shutdown: CancellationToken,
     clock: SharedClock,
 ) -> Result<(), StartError> {
@@ -114,7 +152,9 @@ pub async fn run_with_clock(
         message: e.to_string(),
     })?;
     let engine = Arc::new(SledEngine::open(&config.data_dir).map_err(store_err)?);
-    let (store, writer) = Store::start(engine).map_err(store_err)?;
+    let metrics = Arc::new(Metrics::new());
+    let (store, writer) =
+        Store::start_observed(engine, Some(metrics.store.clone())).map_err(store_err)?;
     let actors = ActorSystem::start()?;
     let logs = Arc::new(LogHub::new(store.clone()));
     let timing = DispatchTiming {
@@ -127,10 +167,12 @@ pub async fn run_with_clock(
             Dispatcher::new(timing, clock, logs)
         })
     };
+    let events = Arc::new(EventHub::default());
+    metrics.follow(&events, store.clone(), shutdown.clone());
     let shared = Shared {
         store: store.clone(),
         dispatcher: dispatcher.clone(),
-        events: Arc::new(EventHub::default()),
+        events,
         clock,
     };
     let registry = Arc::new(Registry::new(shared, actors.arbiter.clone()));
@@ -149,10 +191,27 @@ pub async fn run_with_clock(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| StartError::Serve(e.to_string()))?;
-    let pipeline_api = PipelineApi {
+    let pipeline_api = Arc::new(PipelineApi {
         registry,
         logs: logs.clone(),
         shutdown: shutdown.clone(),
+    });
+    let http_server = match http {
+        Some(http) => {
+            let state = Arc::new(HttpState {
+                api: pipeline_api.clone(),
+                metrics: metrics.clone(),
+            });
+            if let Ok(addr) = http.local_addr() {
+                tracing::info!(%addr, "dashboard and /metrics listening");
+            }
+            Some(tokio::spawn(crate::observe::http::serve(
+                http,
+                state,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
     };
     let agent_api = AgentApi {
         dispatcher,
@@ -166,10 +225,11 @@ pub async fn run_with_clock(
     let served = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .layer(GrpcMetricsLayer::new(metrics.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            PipelineServiceServer::new(pipeline_api)
+            PipelineServiceServer::from_arc(pipeline_api)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
@@ -180,6 +240,14 @@ pub async fn run_with_clock(
         )
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await;
+    if let Some(task) = http_server {
+        // Its streams end with the shutdown token, so this is quick.
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the HTTP server failed"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("the HTTP server did not stop within 10 s"),
+        }
+    }
     drop(actors);
     drop(store);
     // Whatever is still queued is written before the engine closes; session tasks still

@@ -4,6 +4,8 @@
 //! Waiting is always on events (WatchPipeline, job logs), with a generous deadline only as a
 //! safety net so that a broken build fails instead of hanging.
 
+pub mod observe;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,6 +23,8 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 pub struct TestCluster {
     /// `http://127.0.0.1:PORT`.
     pub addr: String,
+    /// `http://127.0.0.1:PORT` of the coordinator's dashboard and `/metrics`.
+    pub http_addr: String,
     /// The coordinator's data directory (kept across restarts).
     pub data_dir: PathBuf,
     /// Scratch space for job gates and markers.
@@ -45,6 +49,7 @@ impl TestCluster {
         let data = tempfile::tempdir().expect("temp dir");
         let mut cluster = TestCluster {
             addr: String::new(),
+            http_addr: String::new(),
             data_dir: data.path().join("store"),
             scratch: tempfile::tempdir().expect("temp dir"),
             _data: data,
@@ -63,11 +68,18 @@ impl TestCluster {
         let listener = tokio::net::TcpListener::bind(&bind).await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         self.addr = format!("http://{addr}");
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind http");
+        self.http_addr = format!("http://{}", http.local_addr().expect("local addr"));
         let shutdown = CancellationToken::new();
         let config = test_config(&self.data_dir);
         let token = shutdown.clone();
+        let clock = std::sync::Arc::new(baton_coordinator::clock::SystemClock);
         let handle = tokio::spawn(async move {
-            if let Err(e) = baton_coordinator::run(config, listener, token).await {
+            let run =
+                baton_coordinator::run_with_listeners(config, listener, Some(http), token, clock);
+            if let Err(e) = run.await {
                 panic!("coordinator failed: {e}");
             }
         });
