@@ -4,6 +4,7 @@
 //! Waiting is always on events (WatchPipeline, job logs), with a generous deadline only as a
 //! safety net so that a broken build fails instead of hanging.
 
+pub mod browser;
 pub mod observe;
 
 use std::collections::BTreeMap;

@@ -134,6 +134,7 @@ async fn enums() -> Response {
         "JobStatus": table("JOB_STATUS_", pb::JobStatus::as_str_name),
         "ExecutionMode": table("EXECUTION_MODE_", pb::ExecutionMode::as_str_name),
         "WorkerState": table("WORKER_STATE_", pb::WorkerState::as_str_name),
+        "LogStream": table("LOG_STREAM_", pb::LogStream::as_str_name),
     }))
     .into_response()
 }
@@ -209,7 +210,8 @@ async fn pipeline_events(State(state): Shared, Path(name): Path<String>) -> Resp
     }))
 }
 
-/// The job's log so far, then live chunks until the job ends; an `end` message at the end.
+/// The job's log so far, then live chunks until the job ends; an `end` message at the end
+/// (with data: browsers drop messages without any).
 async fn job_log(State(state): Shared, Path(id): Path<String>) -> Response {
     let request = pb::TailJobLogRequest {
         job_id: id,
@@ -236,7 +238,7 @@ async fn job_log(State(state): Shared, Path(id): Path<String>) -> Response {
                 .data(status.message().to_string()),
         })
     });
-    let end = futures::stream::once(async { Ok(SseEvent::default().event("end").data("")) });
+    let end = futures::stream::once(async { Ok(SseEvent::default().event("end").data("end")) });
     sse(chunks.chain(end))
 }
 
