@@ -9,6 +9,7 @@ mod commands;
 mod demo;
 mod error;
 mod output;
+mod paint;
 mod render;
 mod savings;
 mod up;
