@@ -25,8 +25,8 @@ struct Args {
     /// Address of the HTTP port: web dashboard and Prometheus `/metrics` ("" serves no HTTP).
     #[arg(long, env = "BATON_HTTP_ADDR", default_value = "127.0.0.1:7412")]
     http_addr: String,
-    /// Log format: text or json.
-    #[arg(long, env = "BATON_LOG_FORMAT", default_value = "text")]
+    /// Log format: text or json (filter with RUST_LOG, e.g. `RUST_LOG=baton_coordinator=debug`).
+    #[arg(long, env = "BATON_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
 }
 

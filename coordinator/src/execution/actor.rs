@@ -383,6 +383,8 @@ impl Handler<Start> for PipelineActor {
     fn handle(&mut self, msg: Start, ctx: &mut Context<Self>) -> Self::Result {
         let mut txn = Txn::default();
         let id = self.create_execution(msg.revision, &mut txn);
+        let _span = tracing::info_span!("execution", pipeline = %self.name, execution_id = %id).entered();
+        tracing::debug!("execution created");
         let (tx, rx) = tokio::sync::oneshot::channel();
         reply_once(&mut txn, tx, move |_| Ok(id));
         self.run(txn, ctx);
@@ -393,6 +395,7 @@ impl Handler<Start> for PipelineActor {
 impl Handler<Stop> for PipelineActor {
     type Result = ResponseFuture<Result<ExecutionRecord, CoordError>>;
     fn handle(&mut self, msg: Stop, ctx: &mut Context<Self>) -> Self::Result {
+        let _span = tracing::info_span!("execution", pipeline = %self.name, execution_id = %msg.execution_id).entered();
         let mut txn = Txn::default();
         if let Err(e) = self.stop(&msg.execution_id, msg.mode, &msg.reason, &mut txn) {
             return Box::pin(async move { Err(e) });
@@ -414,6 +417,7 @@ impl Handler<Stop> for PipelineActor {
 impl Handler<JobEvent> for PipelineActor {
     type Result = ();
     fn handle(&mut self, msg: JobEvent, ctx: &mut Context<Self>) {
+        let _span = tracing::info_span!("job", pipeline = %self.name, job_id = %msg.job_id).entered();
         let mut txn = Txn::default();
         self.on_job_event(msg, &mut txn);
         self.run(txn, ctx);
