@@ -20,6 +20,10 @@ pub struct CoordinatorConfig {
     /// Default: `None` (the `baton-coordinator` binary's `--http-addr` defaults to
     /// `127.0.0.1:7412`).
     pub http_addr: Option<String>,
+    /// After it is told to stop, how long the coordinator keeps its port open reporting
+    /// NOT_SERVING (gRPC health) before it closes, so load balancers move clients away first.
+    /// Default: 0 s.
+    pub drain_grace: Duration,
 }
 
 impl CoordinatorConfig {
@@ -32,6 +36,7 @@ impl CoordinatorConfig {
             offer_timeout: Duration::from_secs(5),
             max_message_bytes: 4 * 1024 * 1024,
             http_addr: None,
+            drain_grace: Duration::ZERO,
         }
     }
 }

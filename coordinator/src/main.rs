@@ -25,6 +25,9 @@ struct Args {
     /// Address of the HTTP port: web dashboard and Prometheus `/metrics` ("" serves no HTTP).
     #[arg(long, env = "BATON_HTTP_ADDR", default_value = "127.0.0.1:7412")]
     http_addr: String,
+    /// After SIGTERM, how long to keep the port open reporting NOT_SERVING before closing.
+    #[arg(long, env = "BATON_DRAIN_GRACE", default_value = "0s", value_parser = humantime::parse_duration)]
+    drain_grace: Duration,
     /// Log format: text or json (filter with RUST_LOG, e.g. `RUST_LOG=baton_coordinator=debug`).
     #[arg(long, env = "BATON_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -45,6 +48,7 @@ fn main() -> std::process::ExitCode {
     let mut config = CoordinatorConfig::new(&args.data_dir);
     config.lease = args.lease;
     config.heartbeat_interval = args.heartbeat;
+    config.drain_grace = args.drain_grace;
     config.http_addr = Some(args.http_addr.clone()).filter(|a| !a.is_empty());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -22,6 +22,7 @@ use crate::logs::LogHub;
 use crate::observe::grpc_layer::GrpcMetricsLayer;
 use crate::observe::http::HttpState;
 use crate::observe::metrics::Metrics;
+use crate::observe::readiness::Readiness;
 use crate::registry::Registry;
 use crate::store::{SledEngine, Store};
 
@@ -176,23 +177,18 @@ pub async fn run_with_listeners(
         clock,
     };
     let registry = Arc::new(Registry::new(shared, actors.arbiter.clone()));
-    let loaded = registry
-        .load_all()
-        .map_err(|e| StartError::Load(e.to_string()))?;
-    tracing::info!(pipelines = loaded, data_dir = %config.data_dir.display(), "store loaded");
 
+    // Serve at once, NOT_SERVING (health) and UNAVAILABLE (everything else) until the actors
+    // are rebuilt from the store; NOT_SERVING again while draining after `shutdown`.
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<PipelineServiceServer<PipelineApi>>()
-        .await;
-    health.set_serving::<AgentServiceServer<AgentApi>>().await;
+    let readiness = Readiness::starting(health).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(baton_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| StartError::Serve(e.to_string()))?;
     let pipeline_api = Arc::new(PipelineApi {
-        registry,
+        registry: registry.clone(),
         logs: logs.clone(),
         shutdown: shutdown.clone(),
     });
@@ -222,24 +218,54 @@ pub async fn run_with_listeners(
     };
     let max = config.max_message_bytes;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let served = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .layer(GrpcMetricsLayer::new(metrics.clone()))
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(
-            PipelineServiceServer::from_arc(pipeline_api)
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .add_service(
-            AgentServiceServer::new(agent_api)
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-        .await;
+    let stop_serving = shutdown.child_token();
+    let drain = {
+        let (readiness, stop, grace) =
+            (readiness.clone(), stop_serving.clone(), config.drain_grace);
+        async move {
+            stop.cancelled().await;
+            readiness.draining().await;
+            tokio::time::sleep(grace).await;
+        }
+    };
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .layer(GrpcMetricsLayer::new(metrics.clone()))
+            .layer(readiness.layer())
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(
+                PipelineServiceServer::from_arc(pipeline_api)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                AgentServiceServer::new(agent_api)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .serve_with_incoming_shutdown(incoming, drain),
+    );
+    let loaded = registry.load_all();
+    // The services hold the registry from here on; this handle would keep the store open.
+    drop(registry);
+    let served = match loaded {
+        Ok(loaded) => {
+            tracing::info!(pipelines = loaded, data_dir = %config.data_dir.display(), "store loaded");
+            readiness.serving().await;
+            match server.await {
+                Ok(served) => served.map_err(|e| StartError::Serve(e.to_string())),
+                Err(e) => Err(StartError::Serve(e.to_string())),
+            }
+        }
+        Err(e) => {
+            stop_serving.cancel();
+            let _ = server.await;
+            Err(StartError::Load(e.to_string()))
+        }
+    };
     if let Some(task) = http_server {
         // Its streams end with the shutdown token, so this is quick.
         match tokio::time::timeout(Duration::from_secs(10), task).await {
@@ -258,5 +284,5 @@ pub async fn run_with_listeners(
     {
         tracing::warn!("the store did not close within 10 s");
     }
-    served.map_err(|e| StartError::Serve(e.to_string()))
+    served
 }

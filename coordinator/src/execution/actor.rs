@@ -383,7 +383,8 @@ impl Handler<Start> for PipelineActor {
     fn handle(&mut self, msg: Start, ctx: &mut Context<Self>) -> Self::Result {
         let mut txn = Txn::default();
         let id = self.create_execution(msg.revision, &mut txn);
-        let _span = tracing::info_span!("execution", pipeline = %self.name, execution_id = %id).entered();
+        let _span =
+            tracing::info_span!("execution", pipeline = %self.name, execution_id = %id).entered();
         tracing::debug!("execution created");
         let (tx, rx) = tokio::sync::oneshot::channel();
         reply_once(&mut txn, tx, move |_| Ok(id));
@@ -417,7 +418,8 @@ impl Handler<Stop> for PipelineActor {
 impl Handler<JobEvent> for PipelineActor {
     type Result = ();
     fn handle(&mut self, msg: JobEvent, ctx: &mut Context<Self>) {
-        let _span = tracing::info_span!("job", pipeline = %self.name, job_id = %msg.job_id).entered();
+        let _span =
+            tracing::info_span!("job", pipeline = %self.name, job_id = %msg.job_id).entered();
         let mut txn = Txn::default();
         self.on_job_event(msg, &mut txn);
         self.run(txn, ctx);

@@ -6,6 +6,7 @@
 pub mod grpc_layer;
 pub mod http;
 pub mod metrics;
+pub mod readiness;
 
 /// `EXECUTION_STATUS_IN_PROGRESS` without `prefix`, in the words DESIGN.md uses: `InProgress`.
 pub fn enum_word(name: &str, prefix: &str) -> String {
