@@ -10,6 +10,7 @@ mod demo;
 mod error;
 mod output;
 mod paint;
+mod progress;
 mod render;
 mod savings;
 mod up;

@@ -129,12 +129,15 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
         result = session => result,
         ended = &mut coordinator => Err(coordinator_ended(ended)),
     };
-    if !args.demo {
-        eprintln!(
-            "Shutting down: draining workers (press Ctrl-C again to abandon running jobs)..."
-        );
-    }
+    let draining = if args.demo {
+        crate::progress::Spinner::hidden()
+    } else {
+        crate::progress::Spinner::start(
+            "Shutting down: draining workers (press Ctrl-C again to abandon running jobs)...",
+        )
+    };
     stop_workers(workers).await;
+    draining.finish("Workers stopped.");
     stop_coordinator.cancel();
     if !coordinator.is_finished() {
         match tokio::time::timeout(COORDINATOR_STOP_WAIT, &mut coordinator).await {
