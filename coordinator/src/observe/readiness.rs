@@ -131,3 +131,71 @@ where
         Box::pin(self.inner.call(req))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use baton_proto::v1 as pb;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    use super::Readiness;
+
+    /// What the coordinator does at start-up, on a real socket: the port is open but health
+    /// says NOT_SERVING and Baton's calls get UNAVAILABLE until `serving()`.
+    #[tokio::test]
+    async fn not_serving_and_unavailable_until_ready() {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let readiness = Readiness::starting(health).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = format!("http://{}", listener.local_addr().expect("addr"));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(readiness.layer())
+                .add_service(health_service)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stop.clone().cancelled_owned(),
+                ),
+        );
+        let channel = tonic::transport::Channel::from_shared(addr)
+            .expect("address")
+            .connect()
+            .await
+            .expect("connect");
+        let mut health = HealthClient::new(channel.clone());
+        let mut pipelines = pb::pipeline_service_client::PipelineServiceClient::new(channel);
+        let status = |service: &str| HealthCheckRequest {
+            service: service.into(),
+        };
+
+        for service in ["", "baton.v1.PipelineService", "baton.v1.AgentService"] {
+            let reply = health.check(status(service)).await.expect("health");
+            assert_eq!(reply.into_inner().status, ServingStatus::NotServing as i32);
+        }
+        let refused = pipelines
+            .list_pipelines(pb::ListPipelinesRequest {})
+            .await
+            .expect_err("not ready");
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+
+        readiness.serving().await;
+        let reply = health
+            .check(status("baton.v1.PipelineService"))
+            .await
+            .expect("health");
+        assert_eq!(reply.into_inner().status, ServingStatus::Serving as i32);
+        // Let through now: this bare server has no PipelineService behind the layer.
+        let passed = pipelines
+            .list_pipelines(pb::ListPipelinesRequest {})
+            .await
+            .expect_err("no such service here");
+        assert_eq!(passed.code(), tonic::Code::Unimplemented);
+
+        stop.cancel();
+        drop((health, pipelines));
+        server.await.expect("server task").expect("server");
+    }
+}
