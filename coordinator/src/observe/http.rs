@@ -205,7 +205,7 @@ async fn pipeline_events(State(state): Shared, Path(name): Path<String>) -> Resp
                 .unwrap_or_default(),
             Err(status) => SseEvent::default()
                 .event("error")
-                .data(status.message().to_string()),
+                .data(status.message()),
         })
     }))
 }
@@ -235,7 +235,7 @@ async fn job_log(State(state): Shared, Path(id): Path<String>) -> Response {
                 .unwrap_or_default(),
             Err(status) => SseEvent::default()
                 .event("error")
-                .data(status.message().to_string()),
+                .data(status.message()),
         })
     });
     let end = futures::stream::once(async { Ok(SseEvent::default().event("end").data("end")) });
