@@ -106,21 +106,23 @@ async fn metrics_follow_superseding() {
     cluster
         .wait_status("web", &fourth, pb::ExecutionStatus::Succeeded)
         .await;
-    // #1, #2 and #4 entered build (#4 after waiting for its lock); #3 never did.
+    // The follower sees events in order: once it counted #4's success, it has seen every
+    // earlier event too.
     wait_for_sample(
         &cluster,
-        "baton_stage_lock_wait_seconds_count",
-        &[("pipeline", "web"), ("stage", "build")],
-        "3 entries",
+        "baton_executions_ended_total",
+        &[("pipeline", "web"), ("status", "Succeeded")],
+        "3",
         |v| v == 3.0,
     )
     .await;
     let after = scrape(&cluster).await;
+    // #1, #2 and #4 entered build (#4 after waiting for its lock); #3 never did.
     assert_eq!(
         sample(
             &after,
-            "baton_executions_ended_total",
-            &[("pipeline", "web"), ("status", "Succeeded")]
+            "baton_stage_lock_wait_seconds_count",
+            &[("pipeline", "web"), ("stage", "build")]
         ),
         Some(3.0)
     );

@@ -203,9 +203,7 @@ async fn pipeline_events(State(state): Shared, Path(name): Path<String>) -> Resp
                 .event("change")
                 .json_data(&event)
                 .unwrap_or_default(),
-            Err(status) => SseEvent::default()
-                .event("error")
-                .data(status.message()),
+            Err(status) => SseEvent::default().event("error").data(status.message()),
         })
     }))
 }
@@ -233,9 +231,7 @@ async fn job_log(State(state): Shared, Path(id): Path<String>) -> Response {
                     "text": String::from_utf8_lossy(&c.data),
                 }))
                 .unwrap_or_default(),
-            Err(status) => SseEvent::default()
-                .event("error")
-                .data(status.message()),
+            Err(status) => SseEvent::default().event("error").data(status.message()),
         })
     });
     let end = futures::stream::once(async { Ok(SseEvent::default().event("end").data("end")) });
