@@ -192,23 +192,15 @@ pub async fn run_with_listeners(
         logs: logs.clone(),
         shutdown: shutdown.clone(),
     });
-    let http_server = match http {
-        Some(http) => {
-            let state = Arc::new(HttpState {
-                api: pipeline_api.clone(),
-                metrics: metrics.clone(),
-            });
-            if let Ok(addr) = http.local_addr() {
-                tracing::info!(%addr, "dashboard and /metrics listening");
-            }
-            Some(tokio::spawn(crate::observe::http::serve(
-                http,
-                state,
-                shutdown.clone(),
-            )))
-        }
-        None => None,
-    };
+    // The HTTP port is served once the store is loaded; until then its connections wait.
+    let http = http.map(|listener| {
+        let state = Arc::new(HttpState {
+            api: pipeline_api.clone(),
+            metrics: metrics.clone(),
+        });
+        (listener, state)
+    });
+    let mut http_server = None;
     let agent_api = AgentApi {
         dispatcher,
         logs,
@@ -254,6 +246,13 @@ pub async fn run_with_listeners(
     let served = match loaded {
         Ok(loaded) => {
             tracing::info!(pipelines = loaded, data_dir = %config.data_dir.display(), "store loaded");
+            if let Some((listener, state)) = http {
+                if let Ok(addr) = listener.local_addr() {
+                    tracing::info!(%addr, "dashboard and /metrics listening");
+                }
+                let serve = crate::observe::http::serve(listener, state, shutdown.clone());
+                http_server = Some(tokio::spawn(serve));
+            }
             readiness.serving().await;
             match server.await {
                 Ok(served) => served.map_err(|e| StartError::Serve(e.to_string())),
@@ -261,6 +260,7 @@ pub async fn run_with_listeners(
             }
         }
         Err(e) => {
+            drop(http);
             stop_serving.cancel();
             let _ = server.await;
             Err(StartError::Load(e.to_string()))
