@@ -174,3 +174,45 @@ async fn metrics_follow_superseding() {
     assert!(sample(&after, "baton_store_flush_seconds_sum", &[]) > Some(0.0));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_seconds_saved_uses_runs_from_before_a_restart() {
+    let mut cluster = TestCluster::start(1).await;
+    cluster.apply(&pipeline(&cluster)).await;
+    let first = cluster.start_execution("web", "main", "c1").await;
+    cluster.wait_job_running("web", &first, "build").await;
+    cluster.open_gate("c1");
+    cluster
+        .wait_status("web", &first, pb::ExecutionStatus::Succeeded)
+        .await;
+
+    cluster.restart_coordinator().await;
+    cluster.wait_for_workers(1).await;
+    let second = cluster.start_execution("web", "main", "c2").await;
+    cluster.wait_job_running("web", &second, "build").await;
+    let third = cluster.start_execution("web", "main", "c3").await;
+    cluster
+        .wait_until("web", &third, "c3 waiting in front of build", |e| {
+            stage_is(e, "build", pb::StageStatus::Waiting)
+        })
+        .await;
+    let fourth = cluster.start_execution("web", "main", "c4").await;
+    cluster
+        .wait_status("web", &third, pb::ExecutionStatus::Superseded)
+        .await;
+    // Build's cost was measured on #1, before the restart.
+    wait_for_sample(
+        &cluster,
+        "baton_worker_seconds_saved_total",
+        &[("pipeline", "web"), ("reason", "superseded")],
+        "positive",
+        |v| v > 0.0,
+    )
+    .await;
+    cluster.open_gate("c2");
+    cluster.open_gate("c4");
+    cluster
+        .wait_status("web", &fourth, pb::ExecutionStatus::Succeeded)
+        .await;
+    cluster.shutdown().await;
+}

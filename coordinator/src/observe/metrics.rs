@@ -276,6 +276,7 @@ impl Metrics {
         let metrics = self.clone();
         tokio::spawn(async move {
             let mut follower = EventFollower::new(metrics, store);
+            follower.measure_history();
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -392,12 +393,37 @@ impl EventFollower {
             .inc_by(saved_ms as f64 / 1000.0);
     }
 
-    /// Adds a successful stage run's worker time (the sum of its jobs' run times).
-    fn measure_stage(&mut self, event: &Event) {
-        let Some(exec) = self.execution(&event.execution_id) else {
-            return;
+    /// Measures every stage run that succeeded before this start, so estimates survive a
+    /// restart.
+    fn measure_history(&mut self) {
+        let executions = match self
+            .store
+            .scan_json::<ExecutionRecord>(Tree::Executions, b"")
+        {
+            Ok(executions) => executions,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: cannot read past executions");
+                return;
+            }
         };
-        let Some(run) = exec.stages.iter().find(|r| r.stage == event.stage) else {
+        for exec in &executions {
+            for run in &exec.stages {
+                if run.status == StageStatus::Succeeded {
+                    self.add_stage_cost(exec, &run.stage);
+                }
+            }
+        }
+    }
+
+    fn measure_stage(&mut self, event: &Event) {
+        if let Some(exec) = self.execution(&event.execution_id) {
+            self.add_stage_cost(&exec, &event.stage);
+        }
+    }
+
+    /// Adds a successful stage run's worker time (the sum of its jobs' run times).
+    fn add_stage_cost(&mut self, exec: &ExecutionRecord, stage: &str) {
+        let Some(run) = exec.stages.iter().find(|r| r.stage == stage) else {
             return;
         };
         let mut worker_ms = 0u64;
