@@ -9,6 +9,8 @@ mod commands;
 mod demo;
 mod error;
 mod output;
+mod paint;
+mod progress;
 mod render;
 mod savings;
 mod up;

@@ -115,7 +115,15 @@ fn demo_supersedes_the_burst_and_reports_savings() {
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
     let out = Command::new(env!("CARGO_BIN_EXE_baton"))
         .current_dir(dir.path())
-        .args(["up", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "up",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path().join(".baton"))
         .args(["--examples", examples])
         .output()

@@ -29,6 +29,14 @@ pub struct CoordinatorConfig {
     pub log_cap_bytes: u64,
     /// What happens to finished executions over time. Default: see [`Retention`].
     pub retention: Retention,
+    /// Where [`crate::run`] serves the dashboard and `/metrics` over HTTP; `None` serves no HTTP.
+    /// Default: `None` (the `baton-coordinator` binary's `--http-addr` defaults to
+    /// `127.0.0.1:7412`).
+    pub http_addr: Option<String>,
+    /// After it is told to stop, how long the coordinator keeps its port open reporting
+    /// NOT_SERVING (gRPC health) before it closes, so load balancers move clients away first.
+    /// Default: 0 s.
+    pub drain_grace: Duration,
 }
 
 /// How long finished executions (with their jobs, logs and events) are kept. Executions that
@@ -72,6 +80,8 @@ impl CoordinatorConfig {
             timer_tick: Duration::from_secs(1),
             log_cap_bytes: 64 * 1024 * 1024,
             retention: Retention::default(),
+            http_addr: None,
+            drain_grace: Duration::ZERO,
         }
     }
 }

@@ -38,8 +38,14 @@ struct Args {
     /// Keep at most this many newest executions per pipeline (0: any number).
     #[arg(long, env = "BATON_RETAIN_PER_PIPELINE", default_value_t = 1000)]
     retain_per_pipeline: usize,
-    /// Log format: text or json.
-    #[arg(long, env = "BATON_LOG_FORMAT", default_value = "text")]
+    /// Address of the HTTP port: web dashboard and Prometheus `/metrics` ("" serves no HTTP).
+    #[arg(long, env = "BATON_HTTP_ADDR", default_value = "127.0.0.1:7412")]
+    http_addr: String,
+    /// After SIGTERM, how long to keep the port open reporting NOT_SERVING before closing.
+    #[arg(long, env = "BATON_DRAIN_GRACE", default_value = "0s", value_parser = humantime::parse_duration)]
+    drain_grace: Duration,
+    /// Log format: text or json (filter with RUST_LOG, e.g. `RUST_LOG=baton_coordinator=debug`).
+    #[arg(long, env = "BATON_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
 }
 
@@ -105,6 +111,8 @@ fn main() -> std::process::ExitCode {
     config.retention.max_age = (!args.retain_for.is_zero()).then_some(args.retain_for);
     config.retention.keep_per_pipeline =
         (args.retain_per_pipeline > 0).then_some(args.retain_per_pipeline);
+    config.drain_grace = args.drain_grace;
+    config.http_addr = Some(args.http_addr.clone()).filter(|a| !a.is_empty());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -4,6 +4,9 @@
 //! Waiting is always on events (WatchPipeline, job logs), with a generous deadline only as a
 //! safety net so that a broken build fails instead of hanging.
 
+pub mod browser;
+pub mod observe;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +34,8 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 pub struct TestCluster {
     /// `http://127.0.0.1:PORT`.
     pub addr: String,
+    /// `http://127.0.0.1:PORT` of the coordinator's dashboard and `/metrics`.
+    pub http_addr: String,
     /// The coordinator's data directory (kept across restarts).
     pub data_dir: PathBuf,
     /// Scratch space for job gates and markers.
@@ -84,6 +89,7 @@ impl TestCluster {
         let data = tempfile::tempdir().expect("temp dir");
         let mut cluster = TestCluster {
             addr: String::new(),
+            http_addr: String::new(),
             data_dir: data.path().join("store"),
             scratch: tempfile::tempdir().expect("temp dir"),
             _data: data,
@@ -104,6 +110,10 @@ impl TestCluster {
         let listener = tokio::net::TcpListener::bind(&bind).await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         self.addr = format!("http://{addr}");
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind http");
+        self.http_addr = format!("http://{}", http.local_addr().expect("local addr"));
         let shutdown = CancellationToken::new();
         let mut config = test_config(&self.data_dir);
         let clock = self.clock.clone();
@@ -114,17 +124,48 @@ impl TestCluster {
         (self.configure)(&mut config);
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
-            let served = match clock {
-                Some(clock) => {
-                    baton_coordinator::run_with_clock(config, listener, token, clock).await
-                }
-                None => baton_coordinator::run(config, listener, token).await,
+            let clock: baton_coordinator::clock::SharedClock = match clock {
+                Some(clock) => clock,
+                None => std::sync::Arc::new(baton_coordinator::clock::SystemClock),
             };
-            if let Err(e) = served {
+            let run =
+                baton_coordinator::run_with_listeners(config, listener, Some(http), token, clock);
+            if let Err(e) = run.await {
                 panic!("coordinator failed: {e}");
             }
         });
         self.coordinator = Some((shutdown, handle));
+        self.wait_serving().await;
+    }
+
+    /// Waits until the coordinator's gRPC health says SERVING: its port answers at once, but
+    /// every other call gets UNAVAILABLE until the store is loaded.
+    async fn wait_serving(&self) {
+        use tonic_health::pb::{
+            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+        };
+        let channel = tonic::transport::Endpoint::from_shared(self.addr.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to coordinator");
+        let mut statuses = HealthClient::new(channel)
+            .watch(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health watch")
+            .into_inner();
+        let serving = tokio::time::timeout(DEADLINE, async {
+            while let Ok(Some(status)) = statuses.message().await {
+                if status.status == ServingStatus::Serving as i32 {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(serving, Ok(true), "the coordinator never reported SERVING");
     }
 
     /// Starts one more worker named `name`.

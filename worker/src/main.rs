@@ -37,6 +37,9 @@ struct Args {
     /// Jobs run in WORK_DIR/<job id>.
     #[arg(long, default_value = "./.baton-worker")]
     work_dir: PathBuf,
+    /// Log format: text or json (filter with RUST_LOG, e.g. `RUST_LOG=baton_worker=debug`).
+    #[arg(long, env = "BATON_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -67,10 +70,17 @@ impl Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
-    let config = Args::parse().into_config();
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if args.log_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let config = args.into_config();
     let shutdown = Shutdown::new();
     if let Err(err) = watch_signals(shutdown.clone()) {
         eprintln!("baton-worker: cannot install signal handlers: {err}");

@@ -1,0 +1,34 @@
+//! A spinner on stderr for commands that wait, shown only when stderr is a terminal; when it is
+//! piped, the message is printed once as a plain line and nothing animates.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+/// A running spinner (or nothing, when hidden or not on a terminal).
+pub struct Spinner(Option<indicatif::ProgressBar>);
+
+impl Spinner {
+    /// Shows `message` with a spinner on a terminal; prints it once otherwise.
+    pub fn start(message: &str) -> Spinner {
+        if !std::io::stderr().is_terminal() {
+            eprintln!("{message}");
+            return Spinner(None);
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message(message.to_string());
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Spinner(Some(bar))
+    }
+
+    /// Shows nothing at all.
+    pub fn hidden() -> Spinner {
+        Spinner(None)
+    }
+
+    /// Stops the spinner, leaving `message` in its place (on a terminal only).
+    pub fn finish(self, message: &str) {
+        if let Some(bar) = self.0 {
+            bar.finish_with_message(message.to_string());
+        }
+    }
+}
