@@ -1,37 +1,34 @@
-//! `baton-coordinator`: parses flags, sets up logging, and serves until SIGTERM or Ctrl-C.
-
-use std::path::PathBuf;
-use std::time::Duration;
+//! `baton-coordinator`: loads its settings (flags > `BATON_*` > `--config` file > defaults),
+//! checks them before binding anything, sets up logging, and serves until SIGTERM or Ctrl-C.
 
 use baton_coordinator::CoordinatorConfig;
-use clap::Parser;
+use baton_settings::{ConfigError, Loaded};
 
-/// Baton's coordinator: pipelines, stage locks and the worker fleet, over gRPC.
-#[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {
-    /// Address to listen on.
-    #[arg(long, env = "BATON_LISTEN", default_value = "127.0.0.1:7411")]
-    listen: String,
-    /// Where the store lives.
-    #[arg(long, env = "BATON_DATA_DIR", default_value = "./.baton")]
-    data_dir: PathBuf,
-    /// How long a silent worker keeps its jobs before it is declared lost.
-    #[arg(long, env = "BATON_LEASE", default_value = "15s", value_parser = humantime::parse_duration)]
-    lease: Duration,
-    /// How often workers send a heartbeat.
-    #[arg(long, env = "BATON_HEARTBEAT", default_value = "5s", value_parser = humantime::parse_duration)]
-    heartbeat: Duration,
-    /// Log format: text or json.
-    #[arg(long, env = "BATON_LOG_FORMAT", default_value = "text")]
-    log_format: String,
+fn command() -> clap::Command {
+    clap::Command::new("baton-coordinator")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Baton's coordinator: pipelines, stage locks and the worker fleet, over gRPC.")
+        .after_help(
+            "Every setting can also come from a BATON_* variable or a TOML file (--config); flags win over variables, variables over the file, the file over defaults. Logs follow RUST_LOG (default info).",
+        )
+}
+
+fn load() -> Result<CoordinatorConfig, ConfigError> {
+    let loaded: Loaded<CoordinatorConfig> = baton_settings::load(command())?;
+    if let Err((key, why)) = loaded.settings.validate() {
+        return Err(loaded.invalid(key, why));
+    }
+    Ok(loaded.settings)
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let config = match load() {
+        Ok(config) => config,
+        Err(err) => err.exit(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if args.log_format == "json" {
+    if config.log_format == "json" {
         tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
@@ -39,9 +36,6 @@ fn main() -> std::process::ExitCode {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let mut config = CoordinatorConfig::new(&args.data_dir);
-    config.lease = args.lease;
-    config.heartbeat_interval = args.heartbeat;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,10 +47,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+        let listener = match tokio::net::TcpListener::bind(&config.listen).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("error: cannot listen on {}: {e}", args.listen);
+                eprintln!("error: cannot listen on {}: {e}", config.listen);
                 return std::process::ExitCode::FAILURE;
             }
         };
@@ -67,7 +61,8 @@ fn main() -> std::process::ExitCode {
             tracing::info!("shutting down");
             trigger.cancel();
         });
-        tracing::info!(addr = %args.listen, "baton-coordinator listening");
+        let tls = config.tls_cert_file.is_some();
+        tracing::info!(addr = %config.listen, tls, "baton-coordinator listening");
         match baton_coordinator::run(config, listener, shutdown).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {

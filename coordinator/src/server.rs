@@ -12,6 +12,7 @@ use baton_proto::v1::pipeline_service_server::PipelineServiceServer;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::agent_server::AgentApi;
+use crate::api::auth::{ApiToken, WorkerAuth};
 use crate::api::pipeline_server::PipelineApi;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::CoordinatorConfig;
@@ -41,6 +42,9 @@ pub enum StartError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Serve(String),
+    /// A setting is wrong (see [`CoordinatorConfig::validate`]).
+    #[error("setting `{0}` {1}")]
+    Config(&'static str, String),
 }
 
 /// The actor thread: a `System` that runs until told to stop.
@@ -105,6 +109,12 @@ pub async fn run_with_clock(
     shutdown: CancellationToken,
     clock: SharedClock,
 ) -> Result<(), StartError> {
+    config
+        .validate()
+        .map_err(|(key, why)| StartError::Config(key, why))?;
+    let tls = config
+        .server_tls()
+        .map_err(|(key, why)| StartError::Config(key, why))?;
     let store_err = |e: crate::store::StoreError| StartError::Store {
         path: config.data_dir.display().to_string(),
         message: e.to_string(),
@@ -153,6 +163,11 @@ pub async fn run_with_clock(
         registry,
         logs: logs.clone(),
         shutdown: shutdown.clone(),
+        limits: crate::pipeline::PipelineLimits {
+            max_pipelines: config.max_pipelines,
+            max_stages: config.max_stages,
+            max_actions: config.max_actions,
+        },
     };
     let agent_api = AgentApi {
         dispatcher,
@@ -160,19 +175,32 @@ pub async fn run_with_clock(
         heartbeat_interval: config.heartbeat_interval,
         lease: config.lease,
         shutdown: shutdown.clone(),
+        auth: WorkerAuth {
+            token: config.worker_token.clone(),
+            require_client_cert: tls.is_some() && config.worker_ca_file.is_some(),
+        },
+        max_log_chunk_bytes: config.max_log_chunk_bytes,
     };
     let max = config.max_message_bytes;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let served = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| StartError::Config("tls_cert_file", e.to_string()))?;
+    }
+    let served = builder
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .max_concurrent_streams(Some(config.max_streams_per_connection))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             PipelineServiceServer::new(pipeline_api)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-        )
+            ApiToken::new(config.api_token.clone()),
+        ))
         .add_service(
             AgentServiceServer::new(agent_api)
                 .max_decoding_message_size(max)

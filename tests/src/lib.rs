@@ -84,6 +84,7 @@ impl TestCluster {
             token: String::new(),
             work_dir: self.scratch.path().join("work").join(name),
             reconnect_backoff: Duration::from_millis(100),
+            ..baton_worker::WorkerConfig::default()
         };
         let shutdown = baton_worker::Shutdown::new();
         let s = shutdown.clone();

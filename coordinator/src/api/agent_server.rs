@@ -27,6 +27,10 @@ pub struct AgentApi {
     pub lease: Duration,
     /// Ends every session when the coordinator shuts down.
     pub shutdown: CancellationToken,
+    /// What a worker must show to register.
+    pub auth: super::auth::WorkerAuth,
+    /// Longest log chunk kept; longer ones are cut with a note. Default: 64 KiB.
+    pub max_log_chunk_bytes: usize,
 }
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
@@ -39,7 +43,9 @@ impl AgentService for AgentApi {
         &self,
         req: Request<Streaming<pb::WorkerMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let mut inbound = req.into_inner();
+        let auth = self.auth.clone();
+        let (metadata, extensions, mut inbound) = req.into_parts();
+        let peer = Request::from_parts(metadata, extensions, ());
         let register = match inbound.message().await? {
             Some(pb::WorkerMessage {
                 msg: Some(Msg::Register(r)),
@@ -50,6 +56,7 @@ impl AgentService for AgentApi {
                 ));
             }
         };
+        auth.check(&peer, &register.token)?;
         if register.name.is_empty() {
             return Err(Status::invalid_argument("Register needs a worker name"));
         }
@@ -69,6 +76,7 @@ impl AgentService for AgentApi {
         let dispatcher = self.dispatcher.clone();
         let logs = self.logs.clone();
         let shutdown = self.shutdown.clone();
+        let max_chunk = self.max_log_chunk_bytes;
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
@@ -79,7 +87,8 @@ impl AgentService for AgentApi {
                     Ok(Some(pb::WorkerMessage {
                         msg: Some(Msg::Log(log)),
                     })) => {
-                        logs.append(&log.job_id, log.step, log.stream, log.data);
+                        let data = cut_chunk(log.data, max_chunk);
+                        logs.append(&log.job_id, log.step, log.stream, data);
                     }
                     Ok(Some(pb::WorkerMessage { msg: Some(msg) })) => {
                         dispatcher.do_send(FromSession {
@@ -103,4 +112,17 @@ impl AgentService for AgentApi {
         );
         Ok(Response::new(Box::pin(outbound)))
     }
+}
+
+/// Keeps at most `max` bytes of a log chunk and says, in the log itself, what was cut.
+fn cut_chunk(mut data: Vec<u8>, max: usize) -> Vec<u8> {
+    if data.len() <= max {
+        return data;
+    }
+    let cut = data.len() - max;
+    data.truncate(max);
+    data.extend_from_slice(
+        format!("\n[baton: {cut} bytes of this log chunk were dropped: chunks are limited to {max} bytes (max_log_chunk_bytes)]\n").as_bytes(),
+    );
+    data
 }

@@ -2,5 +2,6 @@
 //! No rules live here.
 
 pub mod agent_server;
+pub mod auth;
 pub mod convert;
 pub mod pipeline_server;

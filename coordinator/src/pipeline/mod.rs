@@ -2,9 +2,11 @@
 
 mod diagnostic;
 pub mod file;
+pub mod limits;
 pub mod model;
 pub mod proto;
 pub mod rules;
 
 pub use file::{PipelineFileError, parse_pipeline_file};
+pub use limits::PipelineLimits;
 pub use model::{ActionSpec, DEFAULT_GRACE, Mode, PipelineSpec, StageSpec};
