@@ -34,6 +34,18 @@ struct Cli {
     /// Output format: tables for people, JSON for scripts.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
+    /// API token, when the coordinator requires one (sent as `authorization: Bearer`).
+    #[arg(long, global = true, env = "BATON_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CA certificate (PEM) to trust for an `https://` coordinator.
+    #[arg(long, global = true, env = "BATON_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), when the coordinator asks for mutual TLS.
+    #[arg(long, global = true, env = "BATON_CERT_FILE", requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// Client private key (PEM) for `--cert-file`.
+    #[arg(long, global = true, env = "BATON_KEY_FILE", requires = "cert_file")]
+    key_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -152,6 +164,12 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let ctx = Ctx {
         addr: cli.addr,
         output: cli.output,
+        access: client::Access {
+            token: cli.token.unwrap_or_default(),
+            ca_file: cli.ca_file,
+            cert_file: cli.cert_file,
+            key_file: cli.key_file,
+        },
     };
     match cli.command {
         Command::Up(args) => {

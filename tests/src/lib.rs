@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod secure;
+
 use baton_proto::v1::{self as pb, pipeline_service_client::PipelineServiceClient};
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
@@ -28,6 +30,8 @@ pub struct TestCluster {
     _data: tempfile::TempDir,
     coordinator: Option<(CancellationToken, JoinHandle<()>)>,
     workers: Vec<(baton_worker::Shutdown, JoinHandle<()>)>,
+    /// Applied to [`test_config`] on every (re)start; see `TestCluster::start_tuned`.
+    tune: fn(&mut baton_coordinator::CoordinatorConfig),
 }
 
 /// A fast coordinator configuration for tests.
@@ -42,6 +46,14 @@ pub fn test_config(data_dir: &Path) -> baton_coordinator::CoordinatorConfig {
 impl TestCluster {
     /// Starts a coordinator and `workers` workers with one slot each and label `os=linux`.
     pub async fn start(workers: usize) -> TestCluster {
+        Self::start_tuned(workers, |_| {}).await
+    }
+
+    /// [`TestCluster::start`] with the coordinator's settings adjusted by `tune`.
+    pub async fn start_tuned(
+        workers: usize,
+        tune: fn(&mut baton_coordinator::CoordinatorConfig),
+    ) -> TestCluster {
         let data = tempfile::tempdir().expect("temp dir");
         let mut cluster = TestCluster {
             addr: String::new(),
@@ -50,6 +62,7 @@ impl TestCluster {
             _data: data,
             coordinator: None,
             workers: Vec::new(),
+            tune,
         };
         cluster.start_coordinator(None).await;
         for i in 0..workers {
@@ -64,7 +77,8 @@ impl TestCluster {
         let addr = listener.local_addr().expect("local addr");
         self.addr = format!("http://{addr}");
         let shutdown = CancellationToken::new();
-        let config = test_config(&self.data_dir);
+        let mut config = test_config(&self.data_dir);
+        (self.tune)(&mut config);
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
             if let Err(e) = baton_coordinator::run(config, listener, token).await {
