@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod docker;
 pub mod secure;
 
 use baton_proto::v1::{self as pb, pipeline_service_client::PipelineServiceClient};

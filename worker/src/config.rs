@@ -35,6 +35,10 @@ baton_settings::settings! {
         work_dir: PathBuf = PathBuf::from("./.baton-worker"), env "BATON_WORK_DIR";
         /// First wait before reconnecting; doubles on each failure up to 30 s. Default: 1 s.
         reconnect_backoff: Duration = Duration::from_secs(1), env "BATON_RECONNECT_BACKOFF";
+        /// How often the worker pings the connection (HTTP/2 keepalive); with `keepalive_timeout` this bounds how long a cut network goes unnoticed, after which the lease starts to run out. Default: 10 s.
+        keepalive_interval: Duration = Duration::from_secs(10), env "BATON_KEEPALIVE_INTERVAL";
+        /// How long a keepalive ping may go unanswered before the connection counts as lost. Default: 5 s.
+        keepalive_timeout: Duration = Duration::from_secs(5), env "BATON_KEEPALIVE_TIMEOUT";
         /// CA (PEM) the coordinator's certificate must be signed by (for `https://`). Default: none.
         ca_file: Option<PathBuf> = None, env "BATON_CA_FILE";
         /// Client certificate (PEM) for mutual TLS. Default: none.
