@@ -29,7 +29,8 @@ if [ ! -x /bin/busybox ] || ! /bin/busybox --list >/dev/null 2>&1; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static >/dev/null; }
   fi
 fi
-if ! file -L /bin/busybox 2>/dev/null | grep -q 'statically linked'; then
+# A static busybox is "not a dynamic executable" to ldd.
+if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then
   echo "a static busybox is needed at /bin/busybox (apt-get install busybox-static)" >&2
   exit 1
 fi

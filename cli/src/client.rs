@@ -96,7 +96,9 @@ impl Api {
                 access.cert_file.as_deref(),
                 access.key_file.as_deref(),
             )
-            .map_err(CliError::msg)?;
+            .map_err(|e| {
+                CliError::msg(format!("--{}: {}", e.setting.replace('_', "-"), e.message))
+            })?;
             endpoint = endpoint
                 .tls_config(tls)
                 .map_err(|e| CliError::msg(format!("TLS settings: {e}")))?;

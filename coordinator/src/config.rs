@@ -114,15 +114,21 @@ impl CoordinatorConfig {
             (Some(cert), Some(key)) => {
                 baton_settings::tls::server_config(cert, key, self.worker_ca_file.as_deref())
                     .map(Some)
-                    .map_err(|e| ("tls_cert_file", e))
+                    .map_err(|e| (e.setting, e.message))
             }
             (None, None) if self.worker_ca_file.is_some() => Err((
                 "worker_ca_file",
-                "needs TLS: set tls_cert_file and tls_key_file too".into(),
+                "mutual TLS needs TLS: set tls_cert_file and tls_key_file too".into(),
             )),
             (None, None) => Ok(None),
-            (Some(_), None) => Err(("tls_key_file", "is missing: tls_cert_file needs it".into())),
-            (None, Some(_)) => Err(("tls_cert_file", "is missing: tls_key_file needs it".into())),
+            (Some(_), None) => Err((
+                "tls_key_file",
+                "needed with tls_cert_file: set both, or neither for plaintext".into(),
+            )),
+            (None, Some(_)) => Err((
+                "tls_cert_file",
+                "needed with tls_key_file: set both, or neither for plaintext".into(),
+            )),
         }
     }
 }

@@ -55,7 +55,7 @@ pub enum Origin {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Origin::Default(flag) => write!(f, "the default of {flag}"),
+            Origin::Default(flag) => write!(f, "{flag} (not set)"),
             Origin::File { path, line, key } => write!(f, "{}:{line}: `{key}`", path.display()),
             Origin::Env(var) => write!(f, "{var}"),
             Origin::Flag(flag) => write!(f, "{flag}"),

@@ -99,7 +99,7 @@ pub fn parse_bytes(text: &str) -> Result<usize, String> {
 /// Shows a size in the largest unit that divides it.
 pub fn show_bytes(n: usize) -> String {
     for (unit, factor) in [("GiB", 1usize << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if n >= factor && n % factor == 0 {
+        if n >= factor && n.is_multiple_of(factor) {
             return format!("{}{unit}", n / factor);
         }
     }

@@ -4,16 +4,27 @@ use std::path::Path;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
+/// A TLS file that cannot be used, and the setting that named it.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct TlsFileError {
+    /// The setting (`tls_cert_file`, `ca_file`, ...).
+    pub setting: &'static str,
+    /// What is wrong with the file.
+    pub message: String,
+}
+
 /// Reads a PEM file and checks it holds what it should (`CERTIFICATE` or `PRIVATE KEY`).
-pub fn read_pem(setting: &str, path: &Path, holds: &str) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| format!("{setting}: cannot read {}: {e}", path.display()))?;
+pub fn read_pem(setting: &'static str, path: &Path, holds: &str) -> Result<Vec<u8>, TlsFileError> {
+    let fail = |message: String| TlsFileError { setting, message };
+    let bytes =
+        std::fs::read(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
     let text = String::from_utf8_lossy(&bytes);
     if !text.contains("-----BEGIN") || !text.contains(holds) {
-        return Err(format!(
-            "{setting}: {} is not a PEM file with a {holds} (expected a `-----BEGIN ...{holds}-----` block)",
+        return Err(fail(format!(
+            "{} is not a PEM file with a {holds} (expected a `-----BEGIN ...{holds}-----` block)",
             path.display()
-        ));
+        )));
     }
     Ok(bytes)
 }
@@ -25,7 +36,7 @@ pub fn server_config(
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
-) -> Result<ServerTlsConfig, String> {
+) -> Result<ServerTlsConfig, TlsFileError> {
     let identity = Identity::from_pem(
         read_pem("tls_cert_file", cert, "CERTIFICATE")?,
         read_pem("tls_key_file", key, "PRIVATE KEY")?,
@@ -49,7 +60,7 @@ pub fn client_config(
     ca: Option<&Path>,
     cert: Option<&Path>,
     key: Option<&Path>,
-) -> Result<ClientTlsConfig, String> {
+) -> Result<ClientTlsConfig, TlsFileError> {
     let mut config = ClientTlsConfig::new();
     if let Some(ca) = ca {
         config = config.ca_certificate(Certificate::from_pem(read_pem(
@@ -66,7 +77,12 @@ pub fn client_config(
             ));
         }
         (None, None) => {}
-        _ => return Err("cert_file and key_file go together: set both or neither".into()),
+        _ => {
+            return Err(TlsFileError {
+                setting: "cert_file",
+                message: "goes with key_file: set both or neither".into(),
+            });
+        }
     }
     Ok(config)
 }

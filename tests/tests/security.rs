@@ -152,7 +152,8 @@ fn tls_config(data: &tempfile::TempDir, pki: &TestPki, mutual: bool) -> Coordina
 }
 
 async fn tls_channel(port: u16, ca: &std::path::Path) -> Result<Channel, String> {
-    let tls = baton_settings::tls::client_config(Some(ca), None, None)?;
+    let tls =
+        baton_settings::tls::client_config(Some(ca), None, None).map_err(|e| e.to_string())?;
     Endpoint::from_shared(format!("https://localhost:{port}"))
         .map_err(|e| e.to_string())?
         .tls_config(tls)

@@ -89,7 +89,7 @@ impl WorkerConfig {
             self.key_file.as_deref(),
         )
         .map(Some)
-        .map_err(WorkerError::Config)
+        .map_err(|e| WorkerError::Config(e.to_string()))
     }
 }
 
