@@ -116,9 +116,18 @@ impl Api {
         let channel = endpoint
             .connect()
             .await
-            .map_err(|err| CliError::Unreachable {
-                addr: addr.clone(),
-                detail: transport_detail(&err),
+            .map_err(|err| {
+                let detail = transport_detail(&err);
+                if detail.contains("certificate") {
+                    CliError::msg(format!(
+                        "TLS with the coordinator at {addr} failed: {detail} — check --ca-file (the CA that signed the coordinator's certificate)"
+                    ))
+                } else {
+                    CliError::Unreachable {
+                        addr: addr.clone(),
+                        detail,
+                    }
+                }
             })?;
         let client = PipelineServiceClient::with_interceptor(channel, Bearer(bearer))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -294,3 +294,21 @@ async fn an_oversized_log_chunk_is_cut_with_a_note() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_message_over_the_size_limit_is_refused() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut config = baton_tests::test_config(data.path());
+    config.max_message_bytes = 64 << 10;
+    let coordinator = RunningCoordinator::start(config).await;
+    let mut client = plain_client(coordinator.local).await;
+    let mut big = pipeline("big", 1);
+    big.definition_yaml += &format!("# {}\n", "x".repeat(100 << 10));
+    let refused = client.put_pipeline(big).await.expect_err("100 KiB message");
+    assert_eq!(refused.code(), tonic::Code::OutOfRange);
+    assert!(
+        refused.message().contains("the limit is: 65536 bytes"),
+        "{refused:?}"
+    );
+    coordinator.stop().await;
+}
