@@ -163,11 +163,13 @@ async fn push(api: &mut Api, n: usize) -> Result<String, CliError> {
         commit: format!("c0ffee{n}"),
         message: format!("demo push {n}"),
         trigger: "demo".into(),
+        ..Default::default()
     };
     api.client
         .start_pipeline_execution(StartPipelineExecutionRequest {
             pipeline: PIPELINE.into(),
             revision: Some(revision),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner().execution_id)

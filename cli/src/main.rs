@@ -58,19 +58,7 @@ enum Command {
     #[command(subcommand)]
     Pipeline(PipelineCommand),
     /// Start an execution of a pipeline for a source revision; prints its id.
-    Start {
-        /// Pipeline name.
-        pipeline: String,
-        /// Branch of the revision.
-        #[arg(long)]
-        branch: String,
-        /// Commit of the revision.
-        #[arg(long)]
-        commit: String,
-        /// Commit message.
-        #[arg(long, default_value = "")]
-        message: String,
-    },
+    Start(commands::execution::StartArgs),
     /// Stop an execution: by default running jobs finish their current step (wait).
     Stop {
         /// Execution id.
@@ -186,12 +174,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Pipeline(PipelineCommand::Get { name }) => {
             commands::pipeline::get(&ctx, &name).await
         }
-        Command::Start {
-            pipeline,
-            branch,
-            commit,
-            message,
-        } => commands::execution::start(&ctx, &pipeline, &branch, &commit, &message).await,
+        Command::Start(args) => commands::execution::start(&ctx, &args).await,
         Command::Stop {
             execution,
             abandon,

@@ -337,6 +337,7 @@ mod tests {
                 commit: "c0ffee2".into(),
                 message: "demo push 2".into(),
                 trigger: "cli".into(),
+                ..Default::default()
             }),
             status: ExecutionStatus::Superseded as i32,
             status_reason: "superseded by #3".into(),

@@ -243,7 +243,9 @@ impl ComposeCluster {
                     commit: commit.into(),
                     message: String::new(),
                     trigger: "docker-test".into(),
+                    ..Default::default()
                 }),
+                ..Default::default()
             })
             .await
             .expect("start execution")

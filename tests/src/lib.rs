@@ -206,7 +206,9 @@ impl TestCluster {
                     commit: commit.into(),
                     message: format!("commit {commit}"),
                     trigger: "test".into(),
+                    ..Default::default()
                 }),
+                ..Default::default()
             })
             .await
             .expect("start execution")

@@ -14,34 +14,62 @@ use crate::output::{
 use crate::views::ExecutionView;
 
 /// `start PIPELINE --branch B --commit C [--message M]`: prints the new execution's id.
-pub async fn start(
-    ctx: &Ctx,
-    pipeline: &str,
-    branch: &str,
-    commit: &str,
-    message: &str,
-) -> Result<(), CliError> {
+pub async fn start(ctx: &Ctx, args: &StartArgs) -> Result<(), CliError> {
     let mut api = ctx.connect().await?;
+    let pipeline = &args.pipeline;
     let revision = SourceRevision {
-        branch: branch.to_string(),
-        commit: commit.to_string(),
-        message: message.to_string(),
+        branch: args.branch.clone(),
+        commit: args.commit.clone(),
+        message: args.message.clone(),
         trigger: "cli".into(),
+        revision_order: args.revision_order.unwrap_or(0),
     };
-    let id = api
+    let reply = api
         .client
         .start_pipeline_execution(StartPipelineExecutionRequest {
-            pipeline: pipeline.to_string(),
+            pipeline: pipeline.clone(),
             revision: Some(revision),
+            client_request_token: args.request_token.clone().unwrap_or_default(),
         })
         .await
         .map_err(|s| api.error_or(s, format!("pipeline '{pipeline}' not found")))?
-        .into_inner()
-        .execution_id;
+        .into_inner();
+    let id = reply.execution_id;
     if ctx.json() {
-        return emit_json(&serde_json::json!({ "execution_id": id }));
+        return emit_json(&serde_json::json!({
+            "execution_id": id,
+            "deduplicated": reply.deduplicated,
+        }));
+    }
+    if reply.deduplicated {
+        eprintln!(
+            "request token already used: nothing new started, this is the first call's execution"
+        );
     }
     emit(&format!("{id}\n"))
+}
+
+/// `start PIPELINE --branch B --commit C [...]`.
+#[derive(Debug, clap::Args)]
+pub struct StartArgs {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Branch of the revision.
+    #[arg(long)]
+    pub branch: String,
+    /// Commit of the revision.
+    #[arg(long)]
+    pub commit: String,
+    /// Commit message.
+    #[arg(long, default_value = "")]
+    pub message: String,
+    /// The revision's order in its source of truth (commit timestamp, push id, build number):
+    /// an older order never displaces a newer one. Default: arrival order decides.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub revision_order: Option<u64>,
+    /// Idempotency key: the same token within 24 h returns the first call's execution.
+    #[arg(long, value_name = "TOKEN")]
+    pub request_token: Option<String>,
 }
 
 /// `stop EXECUTION [--abandon] [--reason R]`: WAIT drains running jobs; ABANDON terminates them.

@@ -72,6 +72,7 @@ pub fn revision(r: &Revision) -> pb::SourceRevision {
         commit: r.commit.clone(),
         message: r.message.clone(),
         trigger: r.trigger.clone(),
+        revision_order: r.order,
     }
 }
 
@@ -87,6 +88,7 @@ pub fn revision_from(r: Option<pb::SourceRevision>) -> Revision {
         } else {
             r.trigger
         },
+        order: r.revision_order,
     }
 }
 

@@ -139,13 +139,23 @@ impl PipelineService for PipelineApi {
                 "a revision needs a branch and a commit",
             ));
         }
+        let token = req.client_request_token;
+        if token.len() > 128 || token.chars().any(|c| c.is_control()) {
+            return Err(Status::invalid_argument(
+                "client_request_token must be at most 128 printable characters",
+            ));
+        }
         let actor = self.registry.actor(&req.pipeline)?;
-        let execution_id = actor
-            .send(Start { revision })
+        let started = actor
+            .send(Start {
+                revision,
+                client_request_token: token,
+            })
             .await
             .map_err(CoordError::from)??;
         Ok(Response::new(pb::StartPipelineExecutionResponse {
-            execution_id,
+            execution_id: started.execution_id,
+            deduplicated: started.deduplicated,
         }))
     }
 

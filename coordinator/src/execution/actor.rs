@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use super::revision::EndedOrders;
 use super::txn::{Txn, Work};
 use crate::clock::SharedClock;
 use crate::dispatcher::{Adopt, Cancel, Dispatcher, Enqueue, JobEvent, Signal};
@@ -21,7 +22,8 @@ use crate::pipeline::{PipelineSpec, parse_pipeline_file};
 use crate::stage::actor::{self as stage, Decision, StageActor};
 use crate::stage::rules::StageLock;
 use crate::store::records::{
-    ExecutionRecord, JobRecord, JobStatus, PipelineRecord, Revision, StageRecord,
+    ExecutionRecord, JobRecord, JobStatus, PipelineRecord, RequestTokenRecord, Revision,
+    StageRecord,
 };
 use crate::store::{Op, Store, StoreError, Tree, key_num, key2, prefix};
 
@@ -53,6 +55,8 @@ pub struct PipelineActor {
     /// Jobs of those executions.
     pub(super) jobs: HashMap<String, JobRecord>,
     pub(super) next_number: u64,
+    /// Revision orders of ended executions that still outrank older arrivals.
+    pub(super) ended_orders: EndedOrders,
     pub(super) shared: Shared,
     /// This actor's address for job reports (set when started).
     me: Option<Recipient<JobEvent>>,
@@ -72,6 +76,7 @@ impl PipelineActor {
         let mut executions = HashMap::new();
         let mut jobs = HashMap::new();
         let mut next_number = 1;
+        let mut ended_orders = EndedOrders::default();
         for (_, id) in store.scan_prefix(Tree::ExecutionIndex, &prefix(&record.name))? {
             let id = String::from_utf8_lossy(&id).to_string();
             let Some(exec) = store.get_json::<ExecutionRecord>(Tree::Executions, id.as_bytes())?
@@ -80,6 +85,7 @@ impl PipelineActor {
             };
             next_number = next_number.max(exec.number + 1);
             if exec.status.is_final() {
+                ended_orders.record(&exec.revision.branch, &exec);
                 continue;
             }
             if let std::collections::hash_map::Entry::Vacant(slot) =
@@ -117,6 +123,7 @@ impl PipelineActor {
             executions,
             jobs,
             next_number,
+            ended_orders,
             shared,
             me: None,
         })
@@ -155,6 +162,15 @@ impl PipelineActor {
         let Some(work) = txn.work.pop_front() else {
             return self.commit(txn, ctx);
         };
+        if let Work::Arrive {
+            execution_id,
+            stage,
+        } = &work
+            && let Some(reason) = self.too_old_for(execution_id, stage)
+        {
+            self.supersede_on_arrival(execution_id, stage, reason, &mut txn);
+            return self.run(txn, ctx);
+        }
         let addr = self.stage_addr(work.stage());
         let now = self.now();
         let ask: Pin<Box<dyn Future<Output = Result<Decision, MailboxError>>>> = match &work {
@@ -184,7 +200,7 @@ impl PipelineActor {
         }));
     }
 
-    fn commit(&mut self, txn: Txn, ctx: &mut Context<Self>) {
+    fn commit(&mut self, mut txn: Txn, ctx: &mut Context<Self>) {
         let mut ops = Vec::new();
         for id in &txn.executions {
             if let Some(exec) = self.executions.get(id) {
@@ -209,6 +225,7 @@ impl PipelineActor {
             };
             ops.push(Op::put_json(Tree::Stages, key2(&self.name, stage), &record));
         }
+        ops.append(&mut txn.writes);
         let store = self.shared.store.clone();
         ctx.wait(
             async move { store.write(ops).await }
@@ -246,6 +263,7 @@ impl PipelineActor {
             .collect();
         for id in ended {
             if let Some(exec) = self.executions.remove(&id) {
+                self.ended_orders.record(&exec.revision.branch, &exec);
                 for run in exec.stages {
                     for job in run.jobs {
                         self.jobs.remove(&job);
@@ -294,12 +312,26 @@ impl Actor for PipelineActor {
     }
 }
 
-/// Starts an execution; answers its id once it is durable.
+/// How long a client request token keeps answering with the execution it started: 24 h.
+pub const REQUEST_TOKEN_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Starts an execution; answers once it is durable.
 #[derive(Message)]
-#[rtype(result = "Result<String, CoordError>")]
+#[rtype(result = "Result<Started, CoordError>")]
 pub struct Start {
     /// The source revision.
     pub revision: Revision,
+    /// Idempotency key; empty = none.
+    pub client_request_token: String,
+}
+
+/// The answer to [`Start`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// The execution.
+    pub execution_id: String,
+    /// True when the token matched an earlier call and nothing new started.
+    pub deduplicated: bool,
 }
 
 /// How to stop an execution.
@@ -378,13 +410,60 @@ async fn answer<T>(
     rx.await.map_err(|_| CoordError::Unavailable)?
 }
 
+impl PipelineActor {
+    /// The execution an earlier call with this token started, while the token is retained.
+    fn earlier_start(&self, token: &str) -> Result<Option<String>, CoordError> {
+        let key = key2(&self.name, token);
+        let earlier = self
+            .shared
+            .store
+            .get_json::<RequestTokenRecord>(Tree::RequestTokens, &key)?;
+        Ok(earlier
+            .filter(|r| self.now() - r.at_ms < REQUEST_TOKEN_RETENTION_MS)
+            .map(|r| r.execution_id))
+    }
+}
+
 impl Handler<Start> for PipelineActor {
-    type Result = ResponseFuture<Result<String, CoordError>>;
+    type Result = ResponseFuture<Result<Started, CoordError>>;
     fn handle(&mut self, msg: Start, ctx: &mut Context<Self>) -> Self::Result {
+        let token = msg.client_request_token;
+        if !token.is_empty() {
+            // Messages are handled one at a time to the end, so a retry racing the first
+            // call finds the token once the first call has committed.
+            match self.earlier_start(&token) {
+                Ok(Some(execution_id)) => {
+                    return Box::pin(async move {
+                        Ok(Started {
+                            execution_id,
+                            deduplicated: true,
+                        })
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => return Box::pin(async move { Err(e) }),
+            }
+        }
         let mut txn = Txn::default();
         let id = self.create_execution(msg.revision, &mut txn);
+        if !token.is_empty() {
+            let record = RequestTokenRecord {
+                execution_id: id.clone(),
+                at_ms: self.now(),
+            };
+            txn.writes.push(Op::put_json(
+                Tree::RequestTokens,
+                key2(&self.name, &token),
+                &record,
+            ));
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        reply_once(&mut txn, tx, move |_| Ok(id));
+        reply_once(&mut txn, tx, move |_| {
+            Ok(Started {
+                execution_id: id,
+                deduplicated: false,
+            })
+        });
         self.run(txn, ctx);
         Box::pin(answer(rx))
     }

@@ -9,6 +9,7 @@ use baton_proto::v1 as pb;
 
 use super::actor::{PipelineActor, StopMode};
 use super::progress::{self, JobView, Progress};
+use super::revision;
 use super::txn::{Txn, Work};
 use crate::dispatcher::{JobEvent, JobEventKind, JobSignal};
 use crate::error::CoordError;
@@ -172,6 +173,60 @@ impl PipelineActor {
             .get(exec_id)
             .map(|e| format!("#{} ({})", e.number, short(&e.revision.commit)))
             .unwrap_or_else(|| exec_id.to_string())
+    }
+
+    /// Why an execution arriving at a SUPERSEDED stage is too old to enter: another execution
+    /// of its concurrency key with a higher revision order already reached the stage.
+    pub(super) fn too_old_for(&self, exec_id: &str, stage: &str) -> Option<String> {
+        let exec = self.executions.get(exec_id)?;
+        let order = exec.revision.order;
+        if order == 0 {
+            return None;
+        }
+        let spec = self.spec_of(exec);
+        let index = exec.stages.iter().position(|r| r.stage == stage)?;
+        let mode = spec.stages.get(index)?.effective_mode(spec.mode);
+        if mode != crate::pipeline::Mode::Superseded {
+            return None;
+        }
+        let key = exec.revision.branch.as_str();
+        let rivals = self
+            .executions
+            .values()
+            .filter(|x| x.id != exec_id)
+            .map(|x| revision::Rival {
+                id: &x.id,
+                key: &x.revision.branch,
+                order: x.revision.order,
+                reached: revision::reached(x, index),
+                status: x.status,
+            });
+        if let Some(newer) = revision::outranked_by(key, order, rivals) {
+            return Some(format!(
+                "superseded on arrival at {stage}: {} has a newer revision order ({} > {order})",
+                self.number_and_commit(newer.id),
+                newer.order
+            ));
+        }
+        let ended = self.ended_orders.highest(key, index);
+        (ended > order).then(|| {
+            format!(
+                "superseded on arrival at {stage}: an execution with a newer revision order \
+                 ({ended} > {order}) already went through it"
+            )
+        })
+    }
+
+    /// Ends an execution that arrived at `stage` older than one that already reached it.
+    pub(super) fn supersede_on_arrival(
+        &mut self,
+        exec_id: &str,
+        stage: &str,
+        reason: String,
+        txn: &mut Txn,
+    ) {
+        self.set_stage_status(exec_id, stage, StageStatus::Superseded, reason.clone(), txn);
+        self.end_execution(exec_id, ExecutionStatus::Superseded, reason, txn);
     }
 
     /// Applies a stage actor's decision.

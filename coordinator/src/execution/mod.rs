@@ -5,6 +5,7 @@ pub mod actor;
 mod flow;
 pub use flow::short;
 pub mod progress;
+pub mod revision;
 mod txn;
 
 pub use actor::{PipelineActor, Shared};

@@ -71,4 +71,6 @@ pub struct Txn {
     pub work: VecDeque<Work>,
     /// Answers to send after the commit.
     pub replies: Vec<Reply>,
+    /// Other records to write in the same batch (client request tokens).
+    pub writes: Vec<crate::store::Op>,
 }

@@ -37,11 +37,13 @@ pub enum Tree {
     Jobs,
     /// `job id \0 offset(be)` -> [`records::LogRecord`].
     Logs,
+    /// `pipeline \0 client request token` -> [`records::RequestTokenRecord`].
+    RequestTokens,
 }
 
 impl Tree {
     /// Every tree, for engines that open them up front.
-    pub const ALL: [Tree; 7] = [
+    pub const ALL: [Tree; 8] = [
         Tree::Pipelines,
         Tree::PipelineVersions,
         Tree::Executions,
@@ -49,6 +51,7 @@ impl Tree {
         Tree::Stages,
         Tree::Jobs,
         Tree::Logs,
+        Tree::RequestTokens,
     ];
 
     /// The tree's on-disk name.
@@ -61,6 +64,7 @@ impl Tree {
             Tree::Stages => "stages",
             Tree::Jobs => "jobs",
             Tree::Logs => "logs",
+            Tree::RequestTokens => "request_tokens",
         }
     }
 }

@@ -110,6 +110,18 @@ pub struct Revision {
     pub message: String,
     /// What started it.
     pub trigger: String,
+    /// The revision's order in its source of truth (higher is newer); 0 = not given.
+    #[serde(default)]
+    pub order: u64,
+}
+
+/// The execution a client request token started.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestTokenRecord {
+    /// The execution the first call started.
+    pub execution_id: String,
+    /// When the first call was made (Unix ms).
+    pub at_ms: i64,
 }
 
 /// One execution's progress through one stage.

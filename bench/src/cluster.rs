@@ -1,0 +1,236 @@
+//! A real coordinator process and real worker processes on loopback, started from the binaries
+//! that sit next to `baton-bench` (build them together: `cargo build --release -p baton-bench
+//! -p baton-coordinator -p baton-worker`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use baton_proto::v1::{self as pb, pipeline_service_client::PipelineServiceClient};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tonic::transport::{Channel, Endpoint};
+
+/// How long the cluster may take to come up before the bench gives up.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A coordinator with its workers; every process is killed when this is dropped.
+pub struct Cluster {
+    /// `http://127.0.0.1:PORT`.
+    pub addr: String,
+    /// Scratch space: the store, worker dirs, job marks, process logs.
+    pub dir: tempfile::TempDir,
+    bin_dir: PathBuf,
+    coordinator: Child,
+    workers: Vec<Child>,
+}
+
+/// Where the coordinator and worker binaries are: next to this one.
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the baton-bench binary's path")?;
+    let dir = exe
+        .parent()
+        .context("the baton-bench binary has no parent directory")?
+        .to_path_buf();
+    for bin in ["baton-coordinator", "baton-worker"] {
+        if !dir.join(bin).exists() {
+            bail!(
+                "{} not found next to baton-bench; build them together: \
+                 cargo build --release -p baton-bench -p baton-coordinator -p baton-worker",
+                dir.join(bin).display()
+            );
+        }
+    }
+    Ok(dir)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("no free loopback port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn log_file(dir: &Path, name: &str) -> anyhow::Result<Stdio> {
+    let file = std::fs::File::create(dir.join(format!("{name}.log")))
+        .with_context(|| format!("cannot create the log file for {name}"))?;
+    Ok(Stdio::from(file))
+}
+
+impl Cluster {
+    /// Starts a coordinator (durable sled store in a temp dir) and waits until it answers.
+    pub async fn start() -> anyhow::Result<Cluster> {
+        let bin_dir = bin_dir()?;
+        let dir = tempfile::tempdir().context("cannot create a temp dir")?;
+        let port = free_port()?;
+        let coordinator = Command::new(bin_dir.join("baton-coordinator"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(dir.path().join("store"))
+            .args(["--lease", "15s", "--heartbeat", "5s"])
+            .env("RUST_LOG", "warn")
+            .stdout(log_file(dir.path(), "coordinator")?)
+            .stderr(log_file(dir.path(), "coordinator.err")?)
+            .spawn()
+            .context("cannot start baton-coordinator")?;
+        let cluster = Cluster {
+            addr: format!("http://127.0.0.1:{port}"),
+            dir,
+            bin_dir,
+            coordinator,
+            workers: Vec::new(),
+        };
+        let started = Instant::now();
+        loop {
+            if let Ok(mut client) = cluster.client().await
+                && client
+                    .list_pipelines(pb::ListPipelinesRequest {})
+                    .await
+                    .is_ok()
+            {
+                return Ok(cluster);
+            }
+            if started.elapsed() > STARTUP_DEADLINE {
+                bail!(
+                    "the coordinator did not answer within {STARTUP_DEADLINE:?}; see {}",
+                    cluster.dir.path().join("coordinator.err.log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The coordinator's process id (for CPU and memory readings).
+    pub fn coordinator_pid(&self) -> u32 {
+        self.coordinator.id()
+    }
+
+    /// A new client connection.
+    pub async fn client(&self) -> anyhow::Result<PipelineServiceClient<Channel>> {
+        let channel = Endpoint::from_shared(self.addr.clone())?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await?;
+        Ok(PipelineServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    /// Starts a `baton-worker` process and waits until the coordinator lists it as connected.
+    pub async fn add_worker(
+        &mut self,
+        name: &str,
+        labels: &BTreeMap<&str, &str>,
+        slots: u32,
+    ) -> anyhow::Result<()> {
+        let mut cmd = Command::new(self.bin_dir.join("baton-worker"));
+        cmd.args(["--coordinator", &self.addr, "--name", name])
+            .args(["--slots", &slots.to_string()])
+            .arg("--work-dir")
+            .arg(self.dir.path().join("work").join(name))
+            .env("RUST_LOG", "warn")
+            .stdout(log_file(self.dir.path(), name)?)
+            .stderr(log_file(self.dir.path(), &format!("{name}.err"))?);
+        for (k, v) in labels {
+            cmd.args(["--label", &format!("{k}={v}")]);
+        }
+        let child = cmd.spawn().context("cannot start baton-worker")?;
+        self.workers.push(child);
+        self.wait_worker(name).await
+    }
+
+    async fn wait_worker(&self, name: &str) -> anyhow::Result<()> {
+        let mut client = self.client().await?;
+        let started = Instant::now();
+        loop {
+            let workers = client
+                .list_workers(pb::ListWorkersRequest {})
+                .await?
+                .into_inner()
+                .workers;
+            if workers
+                .iter()
+                .any(|w| w.name == name && w.state == pb::WorkerState::Connected as i32)
+            {
+                return Ok(());
+            }
+            if started.elapsed() > STARTUP_DEADLINE {
+                bail!("worker {name} did not connect within {STARTUP_DEADLINE:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Puts a pipeline from YAML text; the error says why the coordinator refused it.
+    pub async fn put_pipeline(&self, yaml: &str) -> anyhow::Result<()> {
+        self.client()
+            .await?
+            .put_pipeline(pb::PutPipelineRequest {
+                definition_yaml: yaml.to_string(),
+                source_name: "bench".to_string(),
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self
+            .workers
+            .iter_mut()
+            .chain(std::iter::once(&mut self.coordinator))
+        {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// CPU time (user + system) and memory of a process, read from `/proc`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcStats {
+    /// CPU seconds used so far.
+    pub cpu_seconds: f64,
+    /// Resident set size now, in MiB.
+    pub rss_mib: f64,
+    /// Peak resident set size, in MiB.
+    pub peak_rss_mib: f64,
+}
+
+/// Reads `/proc/PID/stat` and `/proc/PID/status`.
+pub fn proc_stats(pid: u32) -> anyhow::Result<ProcStats> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("unexpected /proc stat format")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+    let ticks: f64 = fields
+        .get(11..13)
+        .context("short /proc stat")?
+        .iter()
+        .map(|f| f.parse::<f64>().unwrap_or(0.0))
+        .sum();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = |key: &str| -> f64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(ProcStats {
+        cpu_seconds: ticks / hz,
+        rss_mib: kib("VmRSS:") / 1024.0,
+        peak_rss_mib: kib("VmHWM:") / 1024.0,
+    })
+}

@@ -1,0 +1,177 @@
+//! `baton-bench`: starts a real coordinator and real workers on loopback, runs one scenario (or
+//! all), prints a table and one JSON line of figures per scenario. Figures, not pass/fail: it
+//! never fails because a machine is slow.
+//!
+//! Build everything it starts together:
+//! `cargo build --release -p baton-bench -p baton-coordinator -p baton-worker`, then
+//! `target/release/baton-bench all`.
+
+mod cluster;
+mod marks;
+mod scenarios;
+mod stats;
+mod watch;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use scenarios::{fleet::Fleet, rapid_push::RapidPush};
+
+/// Baton's benchmarks.
+#[derive(Debug, Parser)]
+#[command(name = "baton-bench", version, about)]
+struct Args {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// K pushes of one branch at interval T, run as FIFO, superseded, auto-cancel, and settle.
+    RapidPush {
+        /// Pushes (K).
+        #[arg(long, default_value_t = 10)]
+        pushes: usize,
+        /// Time between pushes (T).
+        #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// How long the job runs (S).
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        job: Duration,
+        /// Workers.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// The settle window of the fourth variant. Default: T + 50 ms.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        settle: Option<Duration>,
+    },
+    /// Newer revision (auto-cancel) or stop-abandon -> SIGTERM in the older job's process group.
+    CancelLatency {
+        /// Measurements.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+    },
+    /// StartPipelineExecution -> the job's first instruction on an idle worker.
+    DispatchLatency {
+        /// Measurements.
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+    },
+    /// Executions and job state changes per second through a 3-stage PARALLEL pipeline.
+    Throughput {
+        /// Executions started.
+        #[arg(long, default_value_t = 300)]
+        executions: usize,
+        /// Worker processes.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Slots per worker.
+        #[arg(long, default_value_t = 16)]
+        slots: u32,
+        /// Concurrent clients starting executions.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+    },
+    /// N simulated workers and M pipelines: coordinator memory and CPU at rest, dispatch latency.
+    Fleet {
+        /// Simulated workers.
+        #[arg(long, default_value_t = 2000)]
+        workers: usize,
+        /// Pipelines defined.
+        #[arg(long, default_value_t = 10_000)]
+        pipelines: usize,
+        /// How long to measure at rest.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        rest: Duration,
+        /// Dispatch latency runs under load.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+    },
+    /// Every scenario with its defaults.
+    All,
+}
+
+async fn run(scenario: Scenario) -> anyhow::Result<Vec<serde_json::Value>> {
+    Ok(match scenario {
+        Scenario::RapidPush {
+            pushes,
+            interval,
+            job,
+            workers,
+            settle,
+        } => vec![
+            scenarios::rapid_push::run(RapidPush {
+                pushes,
+                interval,
+                job,
+                workers,
+                settle: settle.unwrap_or(interval + Duration::from_millis(50)),
+            })
+            .await?,
+        ],
+        Scenario::CancelLatency { runs } => vec![scenarios::latency::cancel(runs).await?],
+        Scenario::DispatchLatency { runs } => vec![scenarios::latency::dispatch(runs).await?],
+        Scenario::Throughput {
+            executions,
+            workers,
+            slots,
+            clients,
+        } => vec![scenarios::throughput::run(executions, workers, slots, clients).await?],
+        Scenario::Fleet {
+            workers,
+            pipelines,
+            rest,
+            runs,
+        } => vec![
+            scenarios::fleet::run(Fleet {
+                workers,
+                pipelines,
+                rest,
+                runs,
+            })
+            .await?,
+        ],
+        Scenario::All => {
+            let interval = Duration::from_millis(300);
+            vec![
+                scenarios::rapid_push::run(RapidPush {
+                    pushes: 10,
+                    interval,
+                    job: Duration::from_secs(3),
+                    workers: 2,
+                    settle: interval + Duration::from_millis(50),
+                })
+                .await?,
+                scenarios::latency::cancel(50).await?,
+                scenarios::latency::dispatch(100).await?,
+                scenarios::throughput::run(300, 2, 16, 16).await?,
+                scenarios::fleet::run(Fleet {
+                    workers: 2000,
+                    pipelines: 10_000,
+                    rest: Duration::from_secs(10),
+                    runs: 50,
+                })
+                .await?,
+            ]
+        }
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args.scenario).await {
+        Ok(figures) => {
+            for f in figures {
+                println!("{f}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("baton-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! cancel-latency and dispatch-latency: how fast Baton reacts, measured by the jobs themselves.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{abandon, one_stage_pipeline, start};
+use crate::cluster::Cluster;
+use crate::marks::{Marks, now_epoch};
+use crate::stats::{Table, max, ms, percentile};
+use crate::watch::Watcher;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// From StartPipelineExecution to the job's first instruction, on an idle worker, `runs` times.
+pub async fn dispatch(runs: usize) -> anyhow::Result<serde_json::Value> {
+    let mut cluster = Cluster::start().await?;
+    cluster
+        .add_worker("w1", &BTreeMap::from([("pool", "real")]), 1)
+        .await?;
+    let marks = Marks::new(cluster.dir.path())?;
+    let yaml = one_stage_pipeline(
+        "bench-dispatch",
+        "mode: parallel\n",
+        "",
+        "pool: real",
+        &marks.quick_step(),
+    );
+    cluster.put_pipeline(&yaml).await?;
+    let figures = dispatch_runs(&cluster, &marks, "bench-dispatch", runs).await?;
+    let startup = marks.local_startup_ms(runs.min(50)).await?;
+    print_dispatch("dispatch-latency (idle worker)", &figures, &startup);
+    Ok(json!({
+        "scenario": "dispatch-latency",
+        "runs": runs,
+        "p50_ms": percentile(&figures, 50.0),
+        "p99_ms": percentile(&figures, 99.0),
+        "max_ms": max(&figures),
+        "shell_startup_p50_ms": percentile(&startup, 50.0),
+    }))
+}
+
+/// Runs the dispatch measurement on an existing cluster (the fleet scenario reuses it).
+pub async fn dispatch_runs(
+    cluster: &Cluster,
+    marks: &Marks,
+    pipeline: &str,
+    runs: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let watcher = Watcher::start(cluster, pipeline).await?;
+    let mut figures = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let commit = format!("{pipeline}-{i}");
+        let t0 = now_epoch();
+        let id = start(cluster, pipeline, "main", &commit).await?;
+        let mark = marks.wait("start", &commit, WAIT).await?;
+        figures.push((mark - t0) * 1000.0);
+        // The worker is idle again before the next run.
+        watcher.wait_ended(&[id], WAIT).await?;
+    }
+    Ok(figures)
+}
+
+/// Prints dispatch figures next to the machine's own process start-up time.
+pub fn print_dispatch(title: &str, figures: &[f64], startup: &[f64]) {
+    println!("\n{title}: {} runs", figures.len());
+    let mut table = Table::new(&["measure", "p50", "p99", "max"]);
+    table.row(vec![
+        "start request -> job's first instruction".into(),
+        ms(percentile(figures, 50.0)),
+        ms(percentile(figures, 99.0)),
+        ms(max(figures)),
+    ]);
+    table.row(vec![
+        "of which `sh -c bash script` start-up (measured locally, no Baton)".into(),
+        ms(percentile(startup, 50.0)),
+        ms(percentile(startup, 99.0)),
+        ms(max(startup)),
+    ]);
+    table.print();
+}
+
+/// From StartPipelineExecution of a newer revision (auto-cancel running) and from
+/// StopPipelineExecution(abandon) to the older job's process group getting SIGTERM.
+pub async fn cancel(runs: usize) -> anyhow::Result<serde_json::Value> {
+    let mut cluster = Cluster::start().await?;
+    for name in ["w1", "w2"] {
+        cluster
+            .add_worker(name, &BTreeMap::from([("pool", "real")]), 1)
+            .await?;
+    }
+    let marks = Marks::new(cluster.dir.path())?;
+    let step = marks.waiting_step();
+    let auto = one_stage_pipeline(
+        "bench-cancel",
+        "auto_cancel:\n  running: {}\n",
+        "",
+        "pool: real",
+        &step,
+    );
+    let mut table = Table::new(&["trigger", "runs", "p50", "p99", "max"]);
+    let mut out = json!({ "scenario": "cancel-latency", "runs": runs });
+    match cluster.put_pipeline(&auto).await {
+        Ok(()) => {
+            let figures = cancel_by_newer(&cluster, &marks, runs).await?;
+            table.row(row("newer revision (auto-cancel running)", &figures));
+            out["auto_cancel"] = summary(&figures);
+        }
+        Err(e) => println!("auto-cancel not measured: the coordinator refused the pipeline: {e}"),
+    }
+    let stop = one_stage_pipeline("bench-stop", "", "", "pool: real", &step);
+    cluster.put_pipeline(&stop).await?;
+    let figures = cancel_by_stop(&cluster, &marks, runs).await?;
+    table.row(row("StopPipelineExecution(abandon)", &figures));
+    out["stop_abandon"] = summary(&figures);
+    println!("\ncancel-latency: request -> SIGTERM seen by the older job's process group");
+    table.print();
+    Ok(out)
+}
+
+fn row(name: &str, figures: &[f64]) -> Vec<String> {
+    vec![
+        name.to_string(),
+        figures.len().to_string(),
+        ms(percentile(figures, 50.0)),
+        ms(percentile(figures, 99.0)),
+        ms(max(figures)),
+    ]
+}
+
+fn summary(figures: &[f64]) -> serde_json::Value {
+    json!({
+        "p50_ms": percentile(figures, 50.0),
+        "p99_ms": percentile(figures, 99.0),
+        "max_ms": max(figures),
+    })
+}
+
+async fn cancel_by_newer(
+    cluster: &Cluster,
+    marks: &Marks,
+    runs: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let watcher = Watcher::start(cluster, "bench-cancel").await?;
+    let mut figures = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let (old, new) = (format!("c{i}-old"), format!("c{i}-new"));
+        let old_id = start(cluster, "bench-cancel", "main", &old).await?;
+        marks.wait("start", &old, WAIT).await?;
+        let t0 = now_epoch();
+        let new_id = start(cluster, "bench-cancel", "main", &new).await?;
+        let term = marks.wait("term", &old, WAIT).await?;
+        figures.push((term - t0) * 1000.0);
+        marks.wait("start", &new, WAIT).await?;
+        abandon(cluster, &new_id).await?;
+        watcher.wait_ended(&[old_id, new_id], WAIT).await?;
+    }
+    Ok(figures)
+}
+
+async fn cancel_by_stop(cluster: &Cluster, marks: &Marks, runs: usize) -> anyhow::Result<Vec<f64>> {
+    let watcher = Watcher::start(cluster, "bench-stop").await?;
+    let mut figures = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let commit = format!("s{i}");
+        let id = start(cluster, "bench-stop", "main", &commit).await?;
+        marks.wait("start", &commit, WAIT).await?;
+        let t0 = now_epoch();
+        abandon(cluster, &id).await?;
+        let term = marks.wait("term", &commit, WAIT).await?;
+        figures.push((term - t0) * 1000.0);
+        watcher.wait_ended(&[id], WAIT).await?;
+    }
+    Ok(figures)
+}
