@@ -75,6 +75,7 @@ async fn a_killed_worker_s_job_becomes_lost_after_the_lease() {
             job_is("build", pb::JobStatus::Lost),
         )
         .await;
+    eprintln!("the job was Lost {:?} after the kill", killed.elapsed());
     // The worker's last heartbeat may be up to one interval (lease / 6) before the kill.
     let earliest = LEASE - LEASE / 6 - Duration::from_millis(200);
     assert!(
@@ -118,6 +119,10 @@ async fn a_cut_off_worker_fences_itself_and_comes_back_for_new_work() {
             !docker(&["top", &worker]).contains("sleep 600")
         })
         .await;
+    eprintln!(
+        "the cut-off worker killed its job {:?} after the cut",
+        cut.elapsed()
+    );
     // It notices the cut within two keepalive periods (lease / 3 each), then waits its lease.
     let bound = LEASE + 2 * (LEASE / 3) + Duration::from_secs(2);
     assert!(
