@@ -52,7 +52,8 @@ fn checked(what: &str, out: Output) -> String {
     text
 }
 
-/// Removes every container, network and volume whose name starts with [`PREFIX`].
+/// Removes every container, network and volume of a test run that is no longer running: names
+/// are `PREFIX<pid>x<n>`, and a run whose process is alive (another `cargo test`) is left alone.
 fn sweep() {
     let list = |args: &[&str]| -> Vec<String> {
         Command::new("docker")
@@ -66,20 +67,41 @@ fn sweep() {
             })
             .unwrap_or_default()
     };
+    let stale = |name: &str| {
+        let pid = name
+            .trim_start_matches('/')
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('x').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    };
     let filter = format!("name={PREFIX}");
-    for (kind, ids) in [
-        ("container", list(&["ps", "-aq", "--filter", &filter])),
+    for (kind, names) in [
+        (
+            "container",
+            list(&["ps", "-a", "--format", "{{.Names}}", "--filter", &filter]),
+        ),
         (
             "network",
-            list(&["network", "ls", "-q", "--filter", &filter]),
+            list(&[
+                "network",
+                "ls",
+                "--format",
+                "{{.Name}}",
+                "--filter",
+                &filter,
+            ]),
         ),
-        ("volume", list(&["volume", "ls", "-q", "--filter", &filter])),
+        (
+            "volume",
+            list(&["volume", "ls", "--format", "{{.Name}}", "--filter", &filter]),
+        ),
     ] {
-        for id in ids.iter().filter(|s| !s.is_empty()) {
+        for name in names.iter().filter(|n| stale(n)) {
             let rm: &[&str] = match kind {
-                "container" => &["rm", "-f", "-v", id],
-                "network" => &["network", "rm", id],
-                _ => &["volume", "rm", "-f", id],
+                "container" => &["rm", "-f", "-v", name],
+                "network" => &["network", "rm", name],
+                _ => &["volume", "rm", "-f", name],
             };
             let _ = Command::new("docker").args(rm).output();
         }
@@ -115,6 +137,15 @@ impl ComposeCluster {
             sweep();
             *turn = true;
         }
+        let image = std::env::var("BATON_IMAGE").unwrap_or_else(|_| "baton:local".into());
+        let present = Command::new("docker")
+            .args(["image", "inspect", &image])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            present,
+            "the image {image} is missing: run deploy/build-images.sh --debug first"
+        );
         let project = format!(
             "{PREFIX}{}x{}",
             std::process::id(),
