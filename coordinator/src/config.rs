@@ -1,6 +1,8 @@
 //! Coordinator settings: declared once below; each line gives the field, its default, its
 //! `BATON_*` variable, and (from the name) its flag `--the-name` and TOML key `the_name`.
-//! Adding a setting is adding one entry here. Precedence: flags > environment > `--config`
+//! Adding a setting is adding one entry here (plus a check in `validate` if it needs one, and a
+//! row in the README's settings table); the types that work are those with a
+//! `baton_settings::Setting` impl (text, paths, counts, durations, sizes, addresses, labels). Precedence: flags > environment > `--config`
 //! file > defaults. [`CoordinatorConfig::validate`] runs before any port is bound.
 
 use std::path::PathBuf;

@@ -61,9 +61,45 @@ macro_rules! whole_number {
         }
     )*};
 }
-whole_number!(u32, u64);
+whole_number!(u16, u32, u64);
 
-/// Sizes in bytes accept `65536`, `64KiB`, `4MiB`, `1GiB`.
+/// An optional text: empty means none.
+impl Setting for Option<String> {
+    fn parse_setting(text: &str) -> Result<Self, String> {
+        Ok((!text.trim().is_empty()).then(|| text.trim().to_string()))
+    }
+    fn show_setting(&self) -> String {
+        self.clone().unwrap_or_default()
+    }
+}
+
+/// A socket address, `127.0.0.1:9090` or `[::1]:9090`.
+impl Setting for std::net::SocketAddr {
+    fn parse_setting(text: &str) -> Result<Self, String> {
+        text.trim()
+            .parse()
+            .map_err(|_| format!("`{text}` is not an address like 127.0.0.1:9090"))
+    }
+    fn show_setting(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// An optional socket address: empty means none (the feature is off).
+impl Setting for Option<std::net::SocketAddr> {
+    fn parse_setting(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "" => Ok(None),
+            t => std::net::SocketAddr::parse_setting(t).map(Some),
+        }
+    }
+    fn show_setting(&self) -> String {
+        self.map(|a| a.to_string()).unwrap_or_default()
+    }
+}
+
+/// `usize` settings are sizes in bytes (name them `..._bytes`): `65536`, `64KiB`, `4MiB`, `1GiB`.
+/// Use `u32`/`u64` for counts.
 impl Setting for usize {
     fn parse_setting(text: &str) -> Result<Self, String> {
         parse_bytes(text)
