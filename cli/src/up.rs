@@ -186,6 +186,7 @@ fn start_worker(url: &str, name: &str, workers_dir: &Path) -> LocalWorker {
         token: String::new(),
         work_dir: workers_dir.join(name),
         reconnect_backoff: Duration::from_millis(200),
+        ..WorkerConfig::default()
     };
     let shutdown = Shutdown::new();
     let task = tokio::spawn(baton_worker::run(config, shutdown.clone()));

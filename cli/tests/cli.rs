@@ -209,3 +209,60 @@ async fn retry_and_approve_through_the_cli() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn tls_and_tokens_are_refused_with_clear_errors() {
+    use baton_tests::secure::{RunningCoordinator, TestPki};
+    let (pki, other) = (TestPki::new("cli"), TestPki::new("other"));
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut config = baton_tests::test_config(data.path());
+    config.tls_cert_file = Some(pki.server_cert.clone());
+    config.tls_key_file = Some(pki.server_key.clone());
+    config.api_token = "cli-token-1234".into();
+    let coordinator = RunningCoordinator::start(config).await;
+    let addr = format!("https://localhost:{}", coordinator.local.port());
+    let run = |args: Vec<String>| {
+        let addr = addr.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                baton(&addr, &args)
+            })
+            .await
+            .expect("baton ran")
+        }
+    };
+    let (good_ca, bad_ca) = (pki.ca.display().to_string(), other.ca.display().to_string());
+    let list = |ca: &str, token: Option<&str>| {
+        let mut args = vec!["--ca-file".to_string(), ca.to_string()];
+        if let Some(t) = token {
+            args.extend(["--token".to_string(), t.to_string()]);
+        }
+        args.extend(["pipeline".to_string(), "list".to_string()]);
+        args
+    };
+
+    let wrong_ca = run(list(&bad_ca, Some("cli-token-1234"))).await;
+    assert!(!wrong_ca.status.success());
+    assert!(
+        stderr(&wrong_ca).contains("UnknownIssuer"),
+        "{}",
+        stderr(&wrong_ca)
+    );
+    let no_token = run(list(&good_ca, None)).await;
+    assert!(!no_token.status.success());
+    assert!(
+        stderr(&no_token).contains("not allowed: this coordinator requires an API token"),
+        "{}",
+        stderr(&no_token)
+    );
+    let wrong_token = run(list(&good_ca, Some("nope"))).await;
+    assert!(
+        stderr(&wrong_token).contains("was not accepted"),
+        "{}",
+        stderr(&wrong_token)
+    );
+    let ok = run(list(&good_ca, Some("cli-token-1234"))).await;
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    coordinator.stop().await;
+}

@@ -12,6 +12,7 @@ use baton_proto::v1::pipeline_service_server::PipelineServiceServer;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::agent_server::AgentApi;
+use crate::api::auth::{ApiToken, WorkerAuth};
 use crate::api::pipeline_server::PipelineApi;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::CoordinatorConfig;
@@ -61,6 +62,9 @@ pub enum StartError {
         /// What went wrong.
         message: String,
     },
+    /// A setting is wrong (see [`CoordinatorConfig::validate`]).
+    #[error("setting `{0}` {1}")]
+    Config(&'static str, String),
 }
 
 /// The actor thread: a `System` that runs until told to stop.
@@ -125,6 +129,10 @@ pub async fn run_with_clock(
     shutdown: CancellationToken,
     clock: SharedClock,
 ) -> Result<(), StartError> {
+    // Nothing is bound before the settings are known to be good.
+    config
+        .validate()
+        .map_err(|(key, why)| StartError::Config(key, why))?;
     let http = match &config.http_addr {
         Some(addr) => {
             Some(
@@ -150,6 +158,12 @@ pub async fn run_with_listeners(
     shutdown: CancellationToken,
     clock: SharedClock,
 ) -> Result<(), StartError> {
+    config
+        .validate()
+        .map_err(|(key, why)| StartError::Config(key, why))?;
+    let tls = config
+        .server_tls()
+        .map_err(|(key, why)| StartError::Config(key, why))?;
     let store_err = |e: crate::store::StoreError| StartError::Store {
         path: config.data_dir.display().to_string(),
         message: e.to_string(),
@@ -172,7 +186,7 @@ pub async fn run_with_listeners(
     let (store, writer) =
         Store::start_observed(engine, Some(metrics.store.clone())).map_err(store_err)?;
     let actors = ActorSystem::start()?;
-    let logs = Arc::new(LogHub::new(store.clone(), config.log_cap_bytes));
+    let logs = Arc::new(LogHub::new(store.clone(), config.log_cap_bytes as u64));
     let timing = DispatchTiming {
         offer_timeout: config.offer_timeout,
         lease: config.lease,
@@ -209,7 +223,13 @@ pub async fn run_with_listeners(
         logs,
         shutdown: shutdown.clone(),
         data_dir: config.data_dir.clone(),
+        limits: crate::pipeline::PipelineLimits {
+            max_pipelines: config.max_pipelines,
+            max_stages: config.max_stages,
+            max_actions: config.max_actions,
+        },
     });
+
     // The HTTP port is served once the store is loaded; until then its connections wait.
     let http = http.map(|listener| {
         let state = Arc::new(HttpState {
@@ -224,6 +244,11 @@ pub async fn run_with_listeners(
         heartbeat_interval: config.heartbeat_interval,
         lease: config.lease,
         shutdown: shutdown.clone(),
+        auth: WorkerAuth {
+            token: config.worker_token.clone(),
+            require_client_cert: tls.is_some() && config.worker_ca_file.is_some(),
+        },
+        max_log_chunk_bytes: config.max_log_chunk_bytes,
     };
     let max = config.max_message_bytes;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -237,19 +262,27 @@ pub async fn run_with_listeners(
             tokio::time::sleep(grace).await;
         }
     };
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| StartError::Config("tls_cert_file", e.to_string()))?;
+    }
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .max_concurrent_streams(Some(config.max_streams_per_connection))
             .layer(GrpcMetricsLayer::new(metrics.clone()))
             .layer(readiness.layer())
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(
+            .add_service(tonic::service::interceptor::InterceptedService::new(
                 PipelineServiceServer::from_arc(pipeline_api)
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
-            )
+                ApiToken::new(config.api_token.clone()),
+            ))
             .add_service(
                 AgentServiceServer::new(agent_api)
                     .max_decoding_message_size(max)
@@ -267,7 +300,7 @@ pub async fn run_with_listeners(
             tracing::info!(pipelines = loaded, data_dir = %config.data_dir.display(), "store loaded");
             retention = Some(tokio::spawn(crate::retention::run(
                 store.clone(),
-                config.retention.clone(),
+                config.retention(),
                 clock.clone(),
                 shutdown.clone(),
             )));

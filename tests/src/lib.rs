@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod docker;
+pub mod secure;
+
 use baton_proto::v1::{self as pb, pipeline_service_client::PipelineServiceClient};
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
@@ -178,6 +181,7 @@ impl TestCluster {
             token: String::new(),
             work_dir: self.scratch.path().join("work").join(name),
             reconnect_backoff: Duration::from_millis(100),
+            ..baton_worker::WorkerConfig::default()
         };
         let shutdown = baton_worker::Shutdown::new();
         let s = shutdown.clone();

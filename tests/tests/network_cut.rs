@@ -39,6 +39,7 @@ async fn a_cut_off_worker_kills_its_job_before_the_stage_is_freed_and_its_old_re
         token: String::new(),
         work_dir: cluster.scratch.path().join("far"),
         reconnect_backoff: Duration::from_millis(100),
+        ..Default::default()
     };
     let shutdown = baton_worker::Shutdown::new();
     let worker = tokio::spawn(baton_worker::run(config, shutdown.clone()));

@@ -81,10 +81,16 @@ pub(crate) fn endpoint(config: &WorkerConfig) -> Result<Endpoint, WorkerError> {
             source,
         }
     })?;
+    let endpoint = match config.client_tls()? {
+        Some(tls) => endpoint.tls_config(tls).map_err(|e| {
+            WorkerError::Config(format!("TLS settings for {}: {e}", config.coordinator))
+        })?,
+        None => endpoint,
+    };
     Ok(endpoint
         .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(config.keepalive_interval)
+        .keep_alive_timeout(config.keepalive_timeout)
         .keep_alive_while_idle(true))
 }
 

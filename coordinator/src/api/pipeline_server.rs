@@ -32,6 +32,8 @@ pub struct PipelineApi {
     pub shutdown: CancellationToken,
     /// The store's directory (BackupStore checks the caller means this one).
     pub data_dir: std::path::PathBuf,
+    /// Size limits on pipeline files.
+    pub limits: crate::pipeline::PipelineLimits,
 }
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -55,6 +57,24 @@ impl PipelineApi {
         })
     }
 
+    /// Refuses a file over the limits before anything is stored.
+    fn check_limits(&self, req: &pb::PutPipelineRequest) -> Result<(), CoordError> {
+        let source = if req.source_name.is_empty() {
+            "pipeline.yaml"
+        } else {
+            &req.source_name
+        };
+        // A file that does not parse is refused by the registry with its own error.
+        let Ok(spec) = crate::pipeline::parse_pipeline_file(source, &req.definition_yaml) else {
+            return Ok(());
+        };
+        let stored = self.registry.list()?;
+        let is_new = !stored.iter().any(|p| p.name == spec.name);
+        self.limits
+            .check(&spec, stored.len(), is_new)
+            .map_err(CoordError::Invalid)
+    }
+
     fn pipeline_proto(&self, name: &str) -> Result<pb::Pipeline, CoordError> {
         let record = self.registry.record(name)?;
         let spec = crate::pipeline::parse_pipeline_file(&record.source_name, &record.yaml)
@@ -76,6 +96,7 @@ impl PipelineService for PipelineApi {
         req: Request<pb::PutPipelineRequest>,
     ) -> Result<Response<pb::PutPipelineResponse>, Status> {
         let req = req.into_inner();
+        self.check_limits(&req)?;
         let put = self
             .registry
             .put(&req.definition_yaml, &req.source_name)
