@@ -47,16 +47,20 @@ async fn compose_cluster_runs_a_pipeline_across_three_labelled_workers() {
 }
 
 #[tokio::test]
-async fn a_killed_worker_s_job_becomes_lost_after_the_lease() {
-    if !enabled("a_killed_worker_s_job_becomes_lost_after_the_lease") {
+async fn a_killed_worker_s_job_becomes_lost_after_the_lease_and_runs_again_elsewhere() {
+    if !enabled("a_killed_worker_s_job_becomes_lost_after_the_lease_and_runs_again_elsewhere") {
         return;
     }
     let cluster = ComposeCluster::up(LEASE).await;
+    // Any of the three workers can run it (they all offer os=linux); the first attempt hangs.
+    let run = r#"if [ "$BATON_ATTEMPT" = 1 ]; then sleep 600; fi; echo attempt-$BATON_ATTEMPT"#;
     cluster
-        .apply(&one_stage("hold", "build", "sleep 600"))
+        .apply(&format!(
+            "name: hold\nstages:\n  - name: build\n    actions:\n      - name: job\n        labels: {{ os: linux }}\n        retry: {{ lost: 1 }}\n        run:\n          - {run:?}\n"
+        ))
         .await;
     let id = cluster.start("hold", "c1").await;
-    cluster
+    let exec = cluster
         .wait_until(
             "hold",
             &id,
@@ -64,32 +68,41 @@ async fn a_killed_worker_s_job_becomes_lost_after_the_lease() {
             job_is("build", pb::JobStatus::Running),
         )
         .await;
+    let first = job_in(&exec, "build").expect("job").worker.clone();
 
-    docker(&["kill", &cluster.container("worker-build")]);
+    docker(&["kill", &cluster.container(&first)]);
     let killed = Instant::now();
     let exec = cluster
-        .wait_until(
-            "hold",
-            &id,
-            "the job Lost",
-            job_is("build", pb::JobStatus::Lost),
-        )
+        .wait_until("hold", &id, "a second attempt running", |e| {
+            e.stages
+                .iter()
+                .flat_map(|s| &s.jobs)
+                .any(|j| j.attempt == 2 && j.status >= pb::JobStatus::Running as i32)
+        })
         .await;
-    eprintln!("the job was Lost {:?} after the kill", killed.elapsed());
-    // The worker's last heartbeat may be up to one interval (lease / 6) before the kill.
+    eprintln!(
+        "the job ran again {:?} after {first} was killed",
+        killed.elapsed()
+    );
+    // The worker's last heartbeat may be up to one interval (lease / 6) before the kill; the
+    // stage stays held (no second attempt) until the lease has run out.
     let earliest = LEASE - LEASE / 6 - Duration::from_millis(200);
     assert!(
         killed.elapsed() >= earliest,
-        "the job was declared Lost {:?} after the kill, before the lease ran out",
+        "the job ran again {:?} after the kill, before the lease ran out",
         killed.elapsed()
     );
-    // Without `retry: lost` on the action, a lost job fails the execution and frees the stage.
+    let jobs: Vec<&pb::Job> = exec.stages.iter().flat_map(|s| &s.jobs).collect();
+    let lost = jobs.iter().find(|j| j.attempt == 1).expect("attempt 1");
+    let again = jobs.iter().find(|j| j.attempt == 2).expect("attempt 2");
+    assert_eq!(lost.status, pb::JobStatus::Lost as i32, "{lost:?}");
+    assert_ne!(again.worker, first, "the retry went to the dead worker");
     let exec = cluster
-        .wait_until("hold", &exec.execution_id, "Failed", |e| {
-            e.status == pb::ExecutionStatus::Failed as i32
+        .wait_until("hold", &id, "Succeeded", |e| {
+            e.status == pb::ExecutionStatus::Succeeded as i32
         })
         .await;
-    assert_eq!(exec.status, pb::ExecutionStatus::Failed as i32);
+    assert_eq!(exec.status, pb::ExecutionStatus::Succeeded as i32);
 }
 
 #[tokio::test]
@@ -123,8 +136,9 @@ async fn a_cut_off_worker_fences_itself_and_comes_back_for_new_work() {
         "the cut-off worker killed its job {:?} after the cut",
         cut.elapsed()
     );
-    // It notices the cut within two keepalive periods (lease / 3 each), then waits its lease.
-    let bound = LEASE + 2 * (LEASE / 3) + Duration::from_secs(2);
+    // It counts its lease from the coordinator's last answer (heartbeats are answered), so the
+    // job dies within the lease of the cut; the rest is for `docker top` to see it.
+    let bound = LEASE + Duration::from_millis(1500);
     assert!(
         cut.elapsed() <= bound,
         "the job outlived the cut by {:?} (bound {bound:?})",

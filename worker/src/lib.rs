@@ -50,6 +50,7 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerE
         lease: None,
         backoff,
         lost_at: None,
+        last_heard: None,
         lease_expired: false,
         next_seq: 1,
         unacked: VecDeque::new(),

@@ -55,8 +55,12 @@ pub(crate) struct Worker {
     pub lease: Option<Duration>,
     /// First reconnect delay.
     pub backoff: Duration,
-    /// When the last registered session was lost; `None` while registered.
+    /// Where the lease is counted from once the session is lost: the last time the
+    /// coordinator was heard from; `None` while registered.
     pub lost_at: Option<Instant>,
+    /// When the coordinator last sent us anything (it answers every heartbeat), so that a
+    /// silent coordinator counts against the lease even before the connection is known dead.
+    pub last_heard: Option<Instant>,
     /// The jobs were abandoned because the lease ran out during this disconnection.
     pub lease_expired: bool,
     /// The next report's sequence number.
@@ -113,7 +117,12 @@ impl Worker {
                 }
                 Err(err) => tracing::warn!(err = %chain(&err), "cannot reach the coordinator"),
             }
-            let since = *self.lost_at.get_or_insert_with(Instant::now);
+            // The coordinator counts the lease from the last word it had from us, which came
+            // before its last answer: counting from that answer keeps us on the early side.
+            let heard = self.last_heard;
+            let since = *self
+                .lost_at
+                .get_or_insert_with(|| heard.unwrap_or_else(Instant::now));
             if self.wait_disconnected(backoff, since).await {
                 return Ok(());
             }
@@ -144,6 +153,7 @@ impl Worker {
         tracing::info!(?period, lease = ?self.lease, running = self.agent.running(), "registered");
         self.lost_at = None;
         self.lease_expired = false;
+        self.last_heard = Some(Instant::now());
         let lost = |why: String| {
             Ok(Ended::Lost {
                 registered: true,
@@ -173,15 +183,24 @@ impl Worker {
                 return Ok(self.goodbye(out, inbound).await);
             }
             let mut replies = Vec::new();
+            let silent_until = self
+                .last_heard
+                .zip(self.lease)
+                .map(|(at, lease)| at + lease);
             tokio::select! {
-                msg = inbound.message() => match msg {
-                    Ok(Some(CoordinatorMessage { msg: Some(CMsg::Applied(a)) })) => {
-                        self.unacked.retain(|m| m.seq > a.upto);
+                msg = inbound.message() => {
+                    if let Ok(Some(_)) = &msg {
+                        self.last_heard = Some(Instant::now());
                     }
-                    Ok(Some(msg)) => replies = self.agent.on_message(msg),
-                    Ok(None) => return lost("the coordinator closed the stream".into()),
-                    Err(status) => return lost(format!("stream error: {status}")),
-                },
+                    match msg {
+                        Ok(Some(CoordinatorMessage { msg: Some(CMsg::Applied(a)) })) => {
+                            self.unacked.retain(|m| m.seq > a.upto);
+                        }
+                        Ok(Some(msg)) => replies = self.agent.on_message(msg),
+                        Ok(None) => return lost("the coordinator closed the stream".into()),
+                        Err(status) => return lost(format!("stream error: {status}")),
+                    }
+                }
                 report = self.reports.recv() => {
                     // The worker holds a sender, so the channel never closes while we run.
                     if let Some(msg) = report.and_then(|r| self.agent.on_report(r)) {
@@ -189,6 +208,12 @@ impl Worker {
                     }
                 }
                 _ = heartbeat.tick() => replies.push(wire(Msg::Heartbeat(Heartbeat {}))),
+                () = sleep_until_opt(silent_until) => {
+                    // The stream may still look open (keepalive has not noticed yet), but the
+                    // coordinator has not answered for a whole lease: it counts us lost.
+                    self.expire_lease();
+                    return lost("no word from the coordinator for a whole lease".into());
+                }
                 () = self.shutdown.drain.cancelled(), if !self.agent.draining => {
                     self.agent.drain();
                     replies.push(self.agent.draining_notice());
