@@ -87,3 +87,12 @@ mod tests {
         assert_eq!(plain, text);
     }
 }
+
+/// `line` (one line ending in a newline) in the colour of the status word `status`, bold.
+pub fn paint_status_line(line: &str, status: &str) -> String {
+    let body = line.trim_end_matches('\n');
+    match colour(status) {
+        Some(c) => format!("{BOLD}{c}{body}{RESET}\n"),
+        None => format!("{BOLD}{body}{RESET}\n"),
+    }
+}

@@ -96,6 +96,92 @@ async fn apply_start_and_inspect_through_the_cli() {
     cluster.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_streams_until_the_job_ends_and_says_how_it_ended() {
+    let cluster = TestCluster::start(1).await;
+    let addr = cluster.addr.clone();
+    let gates = cluster.scratch.path().display().to_string();
+    cluster
+        .apply(&format!(
+            r#"
+name: tail
+stages:
+  - name: build
+    actions:
+      - name: compile
+        run:
+          - echo "first-"line
+          - until [ -f {gates}/gate-$BATON_COMMIT ]; do sleep 0.02; done; echo "second-"line; exit $EXIT
+        env: {{ EXIT: "0" }}
+"#
+        ))
+        .await;
+    let id = cluster.start_execution("tail", "main", "ok1").await;
+    let job = cluster.wait_job_running("tail", &id, "build").await;
+    cluster.wait_for_log(&job, "first-line").await;
+    // Follow from another process while the job still runs; it returns when the job ends.
+    let follower = {
+        let (addr, job) = (addr.clone(), job.clone());
+        tokio::task::spawn_blocking(move || baton(&addr, &["logs", &job, "--follow"]))
+    };
+    cluster.open_gate("ok1");
+    let out = follower.await.expect("baton logs ran");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let first = text.find("first-line").expect("first line");
+    let second = text.find("second-line").expect("second line");
+    let end = text
+        .find("==> job Succeeded: 2/2 steps, exit 0")
+        .unwrap_or_else(|| panic!("no end line: {text}"));
+    assert!(first < second && second < end, "{text}");
+    assert!(text.trim_end().ends_with("exit 0"), "{text}");
+    assert!(!text.contains("\x1b["), "no colours when piped");
+
+    // A job that already failed: the plain tail ends with how it failed, JSON too.
+    cluster
+        .apply(&format!(
+            r#"
+name: tail
+stages:
+  - name: build
+    actions:
+      - name: compile
+        run:
+          - echo "first-"line
+          - until [ -f {gates}/gate-$BATON_COMMIT ]; do sleep 0.02; done; exit $EXIT
+        env: {{ EXIT: "3" }}
+"#
+        ))
+        .await;
+    cluster.open_gate("bad2");
+    let failed = cluster.start_execution("tail", "main", "bad2").await;
+    let done = cluster
+        .wait_status("tail", &failed, pb::ExecutionStatus::Failed)
+        .await;
+    let job = baton_tests::job_in(&done, "build")
+        .expect("job")
+        .job_id
+        .clone();
+    let out = baton(&addr, &["logs", &job]);
+    assert!(
+        stdout(&out).contains("==> job Failed: 2/2 steps, exit 3 (step 2 exited 3)"),
+        "{}",
+        stdout(&out)
+    );
+    let out = baton(&addr, &["logs", &job, "--output", "json"]);
+    let last: serde_json::Value = stdout(&out)
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .expect("a JSON end line");
+    assert_eq!(
+        (last["end"].as_str(), last["exit_code"].as_i64()),
+        (Some("Failed"), Some(3)),
+        "{last}"
+    );
+    cluster.shutdown().await;
+}
+
 #[test]
 fn unreachable_coordinator_is_one_clear_line() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

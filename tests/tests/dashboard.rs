@@ -117,7 +117,7 @@ return part("lock").includes("#1") && window.batonNoReload === true && {{ lock, 
     ))
     .await;
     let log = page
-        .wait_for(r#"const t = document.getElementById("log").innerText; return t.includes("end of log") && t;"#)
+        .wait_for(r#"const t = document.getElementById("log").innerText; return t.includes("job Succeeded") && t;"#)
         .await;
     let log = log.as_str().unwrap_or("");
     assert!(

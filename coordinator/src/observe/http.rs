@@ -223,7 +223,7 @@ async fn pipeline_events(
 }
 
 /// The job's log so far, then live chunks until the job ends; an `end` message at the end
-/// (with data: browsers drop messages without any).
+/// (with data: browsers drop messages without any) that says how the job ended.
 async fn job_log(State(state): Shared, Path(id): Path<String>) -> Response {
     let request = pb::TailJobLogRequest {
         job_id: id,
@@ -236,6 +236,15 @@ async fn job_log(State(state): Shared, Path(id): Path<String>) -> Response {
     };
     let chunks = chunks.map(|chunk| {
         Ok(match chunk {
+            Ok(pb::LogChunk { end: Some(job), .. }) => {
+                let status = pb::JobStatus::try_from(job.status)
+                    .map(|s| enum_word(s.as_str_name(), "JOB_STATUS_"))
+                    .unwrap_or_else(|_| job.status.to_string());
+                SseEvent::default().event("end").data(format!(
+                    "── job {status}: {}/{} steps, exit {} ──",
+                    job.steps_done, job.step_count, job.exit_code
+                ))
+            }
             Ok(c) => SseEvent::default()
                 .event("chunk")
                 .json_data(serde_json::json!({

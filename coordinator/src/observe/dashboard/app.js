@@ -162,7 +162,8 @@ function logPanel() {
       pre.append(el("span", { class: "step" }, "\n" + text + "\n"));
       source.close();
     };
-    source.addEventListener("end", () => end("── end of log ──"));
+    // The first `end` says how the job ended; the browser closes before a second one.
+    source.addEventListener("end", (m) => end(m.data && m.data !== "end" ? m.data : "── end of log ──"));
     // A broken connection is not retried: the log would start over.
     source.addEventListener("error", (m) => end(m.data ? "log error: " + m.data : "── log stream interrupted ──"));
   };
