@@ -63,6 +63,15 @@ fn paint_words(line: &str, skip_at: Option<usize>) -> String {
     out
 }
 
+/// `line` (one line ending in a newline) in the colour of the status word `status`, bold.
+pub fn paint_status_line(line: &str, status: &str) -> String {
+    let body = line.trim_end_matches('\n');
+    match colour(status) {
+        Some(c) => format!("{BOLD}{c}{body}{RESET}\n"),
+        None => format!("{BOLD}{body}{RESET}\n"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,14 +94,5 @@ mod tests {
             .replace("\x1b[33m", "")
             .replace("\x1b[34m", "");
         assert_eq!(plain, text);
-    }
-}
-
-/// `line` (one line ending in a newline) in the colour of the status word `status`, bold.
-pub fn paint_status_line(line: &str, status: &str) -> String {
-    let body = line.trim_end_matches('\n');
-    match colour(status) {
-        Some(c) => format!("{BOLD}{c}{body}{RESET}\n"),
-        None => format!("{BOLD}{body}{RESET}\n"),
     }
 }
