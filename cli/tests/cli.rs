@@ -182,6 +182,75 @@ stages:
     cluster.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_wait_follows_the_execution_and_exits_with_its_outcome() {
+    let cluster = TestCluster::start(1).await;
+    let addr = cluster.addr.clone();
+    let gates = cluster.scratch.path().display().to_string();
+    cluster
+        .apply(&format!(
+            r#"
+name: waited
+stages:
+  - name: build
+    actions:
+      - name: compile
+        run: [ "until [ -f {gates}/gate-$BATON_COMMIT ]; do sleep 0.02; done" ]
+  - name: check
+    actions:
+      - name: verify
+        run: [ "test $BATON_COMMIT != bad" ]
+"#
+        ))
+        .await;
+    // The gate opens once the job runs, so the CLI sees it in build first.
+    let waiting = {
+        let addr = addr.clone();
+        tokio::task::spawn_blocking(move || {
+            baton(
+                &addr,
+                &[
+                    "start", "waited", "--branch", "main", "--commit", "good", "--wait",
+                ],
+            )
+        })
+    };
+    let ran = cluster.wait_for_execution_number("waited", 1).await;
+    cluster.wait_job_running("waited", &ran, "build").await;
+    cluster.open_gate("good");
+    let out = waiting.await.expect("baton ran");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    assert_eq!(lines, vec![ran.clone(), "#1 Succeeded".to_string()]);
+    // Piped, each new place is one plain line on stderr.
+    let progress = stderr(&out);
+    assert!(
+        progress.contains("#1 in build: compile Running"),
+        "{progress}"
+    );
+    assert!(!progress.contains("\x1b["), "{progress}");
+
+    cluster.open_gate("bad");
+    let out = baton(
+        &addr,
+        &[
+            "start", "waited", "--branch", "main", "--commit", "bad", "--wait", "--output", "json",
+        ],
+    );
+    assert!(!out.status.success());
+    let end: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("one JSON object");
+    assert_eq!(end["status"], "Failed", "{end}");
+    assert!(
+        end["status_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("check"),
+        "{end}"
+    );
+    assert_eq!(stderr(&out), "", "JSON output shows no progress");
+    cluster.shutdown().await;
+}
+
 #[test]
 fn unreachable_coordinator_is_one_clear_line() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -361,6 +361,42 @@ impl TestCluster {
         }
     }
 
+    /// Waits until pipeline `pipeline` has an execution numbered `number` (started by someone
+    /// else, e.g. a CLI process) and returns its id.
+    pub async fn wait_for_execution_number(&self, pipeline: &str, number: u64) -> String {
+        let mut client = self.client().await;
+        let mut events = client
+            .watch_pipeline(pb::WatchPipelineRequest {
+                pipeline: pipeline.into(),
+                since: None,
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        let wait = async {
+            loop {
+                let listed = client
+                    .list_pipeline_executions(pb::ListPipelineExecutionsRequest {
+                        pipeline: pipeline.into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("list executions")
+                    .into_inner();
+                if let Some(e) = listed.executions.iter().find(|e| e.number == number) {
+                    return e.execution_id.clone();
+                }
+                match events.next().await {
+                    Some(Ok(_)) => {}
+                    other => panic!("watch ended while waiting for #{number}: {other:?}"),
+                }
+            }
+        };
+        tokio::time::timeout(DEADLINE, wait)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for execution #{number} of {pipeline}"))
+    }
+
     /// Waits until execution `id` has `status`.
     pub async fn wait_status(
         &self,
