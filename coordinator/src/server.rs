@@ -235,6 +235,7 @@ pub async fn run_with_listeners(
         let state = Arc::new(HttpState {
             api: pipeline_api.clone(),
             metrics: metrics.clone(),
+            api_token: ApiToken::new(config.api_token.clone()),
         });
         (listener, state)
     });

@@ -141,34 +141,9 @@ impl TestCluster {
         self.wait_serving().await;
     }
 
-    /// Waits until the coordinator's gRPC health says SERVING: its port answers at once, but
-    /// every other call gets UNAVAILABLE until the store is loaded.
+    /// Waits until the coordinator's gRPC health says SERVING.
     async fn wait_serving(&self) {
-        use tonic_health::pb::{
-            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-        };
-        let channel = tonic::transport::Endpoint::from_shared(self.addr.clone())
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect to coordinator");
-        let mut statuses = HealthClient::new(channel)
-            .watch(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .expect("health watch")
-            .into_inner();
-        let serving = tokio::time::timeout(DEADLINE, async {
-            while let Ok(Some(status)) = statuses.message().await {
-                if status.status == ServingStatus::Serving as i32 {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert_eq!(serving, Ok(true), "the coordinator never reported SERVING");
+        wait_serving(&self.addr).await;
     }
 
     /// Starts one more worker named `name`.
@@ -494,4 +469,34 @@ pub fn stage_is(exec: &pb::PipelineExecution, stage: &str, status: pb::StageStat
     exec.stages
         .iter()
         .any(|s| s.stage == stage && s.status == status as i32)
+}
+
+/// Waits until the coordinator at `addr` (`http://HOST:PORT`) says SERVING on gRPC health: its
+/// port answers at once, but every other call gets UNAVAILABLE until the store is loaded.
+pub async fn wait_serving(addr: &str) {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect to coordinator");
+    let mut statuses = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health watch")
+        .into_inner();
+    let serving = tokio::time::timeout(DEADLINE, async {
+        while let Ok(Some(status)) = statuses.message().await {
+            if status.status == ServingStatus::Serving as i32 {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(serving, Ok(true), "the coordinator never reported SERVING");
 }

@@ -9,11 +9,30 @@ use crate::{DEADLINE, TestCluster};
 
 /// GETs `path` from `base` (`http://HOST:PORT`) over HTTP/1.1; returns the status and body.
 pub async fn http_get(base: &str, path: &str) -> (u16, String) {
+    http_request(base, "GET", path, None).await
+}
+
+/// POSTs (no body) to `path`, with `Authorization: Bearer TOKEN` when `token` is given.
+pub async fn http_post(base: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    http_request(base, "POST", path, token).await
+}
+
+async fn http_request(base: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let host = base.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(host)
         .await
         .expect("connect to the HTTP port");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let length = if method == "POST" {
+        "Content-Length: 0\r\n"
+    } else {
+        ""
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}{length}Connection: close\r\n\r\n"
+    );
     stream
         .write_all(request.as_bytes())
         .await

@@ -85,6 +85,8 @@ impl TestPki {
 pub struct RunningCoordinator {
     /// `127.0.0.1:PORT`.
     pub local: std::net::SocketAddr,
+    /// The HTTP port (dashboard, `/metrics`) when started with [`Self::start_with_http`].
+    pub http: Option<std::net::SocketAddr>,
     stop: CancellationToken,
     task: JoinHandle<Result<(), baton_coordinator::StartError>>,
 }
@@ -98,7 +100,36 @@ impl RunningCoordinator {
         let local = listener.local_addr().expect("local addr");
         let stop = CancellationToken::new();
         let task = tokio::spawn(baton_coordinator::run(config, listener, stop.clone()));
-        RunningCoordinator { local, stop, task }
+        RunningCoordinator {
+            local,
+            http: None,
+            stop,
+            task,
+        }
+    }
+
+    /// [`Self::start`] with the HTTP port on `127.0.0.1:0` too.
+    pub async fn start_with_http(config: CoordinatorConfig) -> RunningCoordinator {
+        let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+        let listener = bind().await.expect("bind");
+        let http = bind().await.expect("bind http");
+        let local = listener.local_addr().expect("local addr");
+        let http_addr = http.local_addr().expect("http addr");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(baton_coordinator::run_with_listeners(
+            config,
+            listener,
+            Some(http),
+            stop.clone(),
+            std::sync::Arc::new(baton_coordinator::clock::SystemClock),
+        ));
+        crate::wait_serving(&format!("http://{local}")).await;
+        RunningCoordinator {
+            local,
+            http: Some(http_addr),
+            stop,
+            task,
+        }
     }
 
     /// Stops it and waits until the store is closed.

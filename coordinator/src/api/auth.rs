@@ -2,7 +2,6 @@
 //! reaches a handler and changes nothing) and the registration token and client certificate for
 //! worker sessions. Health and reflection stay open. Token values are never logged or echoed.
 
-use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
 /// Checks `authorization: Bearer <token>` on every PipelineService call. An empty token
@@ -19,16 +18,18 @@ impl ApiToken {
     }
 }
 
-impl tonic::service::Interceptor for ApiToken {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+impl ApiToken {
+    /// Checks the value of an `Authorization` header (`Bearer TOKEN`), if there was one.
+    /// The gRPC interceptor and the dashboard's actions both ask here.
+    pub fn check(&self, authorization: Option<&str>) -> Result<(), Status> {
         if self.expected.is_empty() {
-            return Ok(req);
+            return Ok(());
         }
-        match bearer(req.metadata()) {
+        match authorization.and_then(bearer_token) {
             None => Err(Status::unauthenticated(
                 "this coordinator requires an API token: pass --token or set BATON_API_TOKEN (sent as `authorization: Bearer TOKEN`)",
             )),
-            Some(token) if baton_settings::secrets_match(token, &self.expected) => Ok(req),
+            Some(token) if baton_settings::secrets_match(token, &self.expected) => Ok(()),
             Some(_) => Err(Status::unauthenticated(
                 "the API token was not accepted: check --token / BATON_API_TOKEN against the coordinator's api_token",
             )),
@@ -36,9 +37,19 @@ impl tonic::service::Interceptor for ApiToken {
     }
 }
 
-/// The token of an `authorization: Bearer TOKEN` header, if there is one.
-fn bearer(metadata: &MetadataMap) -> Option<&str> {
-    let value = metadata.get("authorization")?.to_str().ok()?;
+impl tonic::service::Interceptor for ApiToken {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let header = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        self.check(header)?;
+        Ok(req)
+    }
+}
+
+/// The token of an `authorization: Bearer TOKEN` header value, if it is one.
+fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

@@ -5,7 +5,8 @@
 //! `TailJobLog` return (new fields and waiting reasons show up without changes here). Live
 //! updates are server-sent events fed by `WatchPipeline` and `TailJobLog` streams.
 //!
-//! Read-only, except `POST /api/executions/{id}/stop`, which goes through [`authorize`].
+//! Read-only, except `POST /api/executions/{id}/stop`, which goes through [`authorize`] (the
+//! API token, when tokens are on).
 
 use std::sync::Arc;
 
@@ -34,6 +35,8 @@ pub struct HttpState {
     pub api: Arc<PipelineApi>,
     /// The metrics `/metrics` writes.
     pub metrics: Arc<Metrics>,
+    /// The API token actions must carry (`Authorization: Bearer`); reads need none.
+    pub api_token: crate::api::auth::ApiToken,
 }
 
 /// Serves the HTTP routes on `listener` until `shutdown`.
@@ -97,11 +100,13 @@ fn json<T: serde::Serialize>(result: Result<tonic::Response<T>, tonic::Status>) 
     }
 }
 
-/// The one place an action's caller is checked. Today every caller may act; when API tokens
-/// are on, the token check goes here (the `Authorization` header is in `headers`).
-pub fn authorize(headers: &HeaderMap) -> Result<(), tonic::Status> {
-    let _ = headers;
-    Ok(())
+/// The one place an action's caller is checked: with API tokens on, actions carry the token
+/// as gRPC calls do (`Authorization: Bearer TOKEN`); reads are open.
+pub fn authorize(state: &HttpState, headers: &HeaderMap) -> Result<(), tonic::Status> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    state.api_token.check(header)
 }
 
 async fn metrics(State(state): Shared) -> Response {
@@ -273,7 +278,7 @@ async fn stop_execution(
     Query(q): Query<StopQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(status) = authorize(&headers) {
+    if let Err(status) = authorize(&state, &headers) {
         return error(status);
     }
     let mode = match q.mode.as_deref() {

@@ -56,6 +56,29 @@ async function getJSON(url, options) {
   return body;
 }
 
+// Actions carry the API token when the coordinator has one (reads never need it). It is asked
+// for once, on the first refusal, and kept for this tab only.
+function authHeaders() {
+  const token = sessionStorage.getItem("batonToken");
+  return token ? { Authorization: "Bearer " + token } : {};
+}
+
+async function act(url) {
+  let response = await fetch(url, { method: "POST", headers: authHeaders() });
+  if (response.status === 401) {
+    const token = prompt("This coordinator needs its API token for actions:");
+    if (!token) throw new Error("no API token given");
+    sessionStorage.setItem("batonToken", token);
+    response = await fetch(url, { method: "POST", headers: authHeaders() });
+  }
+  const body = await response.json();
+  if (!response.ok) {
+    if (response.status === 401) sessionStorage.removeItem("batonToken");
+    throw new Error(body.error || response.statusText);
+  }
+  return body;
+}
+
 function setLive(on) {
   live.textContent = on ? "live" : "offline";
   live.className = "live " + (on ? "on" : "off");
@@ -119,7 +142,7 @@ function stageCard(stage, executions) {
 function historyTable(executions, openLog) {
   const stop = async (id, mode) => {
     try {
-      await getJSON("/api/executions/" + encodeURIComponent(id) + "/stop?mode=" + mode, { method: "POST" });
+      await act("/api/executions/" + encodeURIComponent(id) + "/stop?mode=" + mode);
     } catch (e) {
       alert("Cannot stop: " + e.message);
     }
