@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // The coordinator's dashboard API writes these messages as JSON.
+        .type_attribute(".", "#[derive(serde::Serialize)]")
         .compile_fds(fds)?;
     Ok(())
 }

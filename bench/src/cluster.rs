@@ -67,7 +67,14 @@ impl Cluster {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(dir.path().join("store"))
-            .args(["--lease", "15s", "--heartbeat", "5s"])
+            .args([
+                "--lease",
+                "15s",
+                "--heartbeat-interval",
+                "5s",
+                "--http-addr",
+                "",
+            ])
             .env("RUST_LOG", "warn")
             .stdout(log_file(dir.path(), "coordinator")?)
             .stderr(log_file(dir.path(), "coordinator.err")?)

@@ -6,7 +6,11 @@
 use std::error::Error as _;
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use baton_proto::v1::pipeline_service_client::PipelineServiceClient;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -18,11 +22,51 @@ pub const DEFAULT_ADDR: &str = "http://127.0.0.1:7411";
 /// Largest message the CLI accepts (a long execution list or a big pipeline).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// How the CLI proves who it is and whom it trusts: the API token and TLS files.
+#[derive(Clone, Default)]
+pub struct Access {
+    /// `--token` / `BATON_API_TOKEN`, sent as `authorization: Bearer`; empty sends none.
+    pub token: String,
+    /// `--ca-file`: CA for an `https://` coordinator.
+    pub ca_file: Option<PathBuf>,
+    /// `--cert-file`: client certificate (mutual TLS).
+    pub cert_file: Option<PathBuf>,
+    /// `--key-file`: client key (mutual TLS).
+    pub key_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("token", &baton_settings::redacted(&self.token))
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish()
+    }
+}
+
+/// Adds the API token to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            req.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// The generated client with the token interceptor.
+pub type Client = PipelineServiceClient<InterceptedService<Channel, Bearer>>;
+
 /// A connected client plus the address it talks to.
 #[derive(Clone)]
 pub struct Api {
     /// The generated gRPC client; cheap to clone.
-    pub client: PipelineServiceClient<Channel>,
+    pub client: Client,
     /// The normalised address, for error messages.
     pub addr: String,
 }
@@ -30,8 +74,13 @@ pub struct Api {
 impl Api {
     /// Connects eagerly, so that an absent coordinator is reported before anything else happens.
     pub async fn connect(addr: &str) -> Result<Self, CliError> {
+        Self::connect_with(addr, &Access::default()).await
+    }
+
+    /// [`Api::connect`] with a token and TLS files.
+    pub async fn connect_with(addr: &str, access: &Access) -> Result<Self, CliError> {
         let addr = normalize_addr(addr);
-        let endpoint = Endpoint::from_shared(addr.clone())
+        let mut endpoint = Endpoint::from_shared(addr.clone())
             .map_err(|_| {
                 CliError::msg(format!(
                     "'{addr}' is not a valid coordinator address (expected e.g. {DEFAULT_ADDR})"
@@ -40,14 +89,47 @@ impl Api {
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
+        let files = access.ca_file.is_some() || access.cert_file.is_some();
+        if addr.starts_with("https://") {
+            let tls = baton_settings::tls::client_config(
+                access.ca_file.as_deref(),
+                access.cert_file.as_deref(),
+                access.key_file.as_deref(),
+            )
+            .map_err(|e| {
+                CliError::msg(format!("--{}: {}", e.setting.replace('_', "-"), e.message))
+            })?;
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| CliError::msg(format!("TLS settings: {e}")))?;
+        } else if files {
+            return Err(CliError::msg(format!(
+                "--ca-file/--cert-file are for TLS, but {addr} is not https:// (use --addr https://HOST:PORT)"
+            )));
+        }
+        let bearer = match access.token.as_str() {
+            "" => None,
+            token => Some(format!("Bearer {token}").parse().map_err(|_| {
+                CliError::msg("the API token has characters that cannot be sent in a header")
+            })?),
+        };
         let channel = endpoint
             .connect()
             .await
-            .map_err(|err| CliError::Unreachable {
-                addr: addr.clone(),
-                detail: transport_detail(&err),
+            .map_err(|err| {
+                let detail = transport_detail(&err);
+                if detail.contains("certificate") {
+                    CliError::msg(format!(
+                        "TLS with the coordinator at {addr} failed: {detail} — check --ca-file (the CA that signed the coordinator's certificate)"
+                    ))
+                } else {
+                    CliError::Unreachable {
+                        addr: addr.clone(),
+                        detail,
+                    }
+                }
             })?;
-        let client = PipelineServiceClient::new(channel)
+        let client = PipelineServiceClient::with_interceptor(channel, Bearer(bearer))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Self { client, addr })

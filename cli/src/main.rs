@@ -9,6 +9,8 @@ mod commands;
 mod demo;
 mod error;
 mod output;
+mod paint;
+mod progress;
 mod render;
 mod savings;
 mod up;
@@ -34,6 +36,18 @@ struct Cli {
     /// Output format: tables for people, JSON for scripts.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
+    /// API token, when the coordinator requires one (sent as `authorization: Bearer`).
+    #[arg(long, global = true, env = "BATON_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CA certificate (PEM) to trust for an `https://` coordinator.
+    #[arg(long, global = true, env = "BATON_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), when the coordinator asks for mutual TLS.
+    #[arg(long, global = true, env = "BATON_CERT_FILE", requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// Client private key (PEM) for `--cert-file`.
+    #[arg(long, global = true, env = "BATON_KEY_FILE", requires = "cert_file")]
+    key_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -163,9 +177,9 @@ enum FenceCommand {
         /// Stage name.
         #[arg(long, env = "BATON_STAGE")]
         stage: String,
-        /// The fence token the job was given.
+        /// The fence token the job was given (`--token` is the API token).
         #[arg(long, env = "BATON_FENCE_TOKEN")]
-        token: u64,
+        fence_token: u64,
     },
 }
 
@@ -218,6 +232,12 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let ctx = Ctx {
         addr: cli.addr,
         output: cli.output,
+        access: client::Access {
+            token: cli.token.unwrap_or_default(),
+            ca_file: cli.ca_file,
+            cert_file: cli.cert_file,
+            key_file: cli.key_file,
+        },
     };
     match cli.command {
         Command::Up(args) => {
@@ -273,8 +293,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Fence(FenceCommand::Check {
             pipeline,
             stage,
-            token,
-        }) => commands::fence::check(&ctx, &pipeline, &stage, token).await,
+            fence_token,
+        }) => commands::fence::check(&ctx, &pipeline, &stage, fence_token).await,
     }
 }
 
@@ -297,6 +317,36 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_api_token_and_a_fence_token_are_separate_flags() {
+        let cli = Cli::try_parse_from([
+            "baton",
+            "--token",
+            "api-secret",
+            "fence",
+            "check",
+            "--pipeline",
+            "p",
+            "--stage",
+            "s",
+            "--fence-token",
+            "7",
+        ])
+        .map_err(|e| e.to_string());
+        let parsed = cli.as_ref().map(|c| {
+            let fence = match &c.command {
+                Command::Fence(FenceCommand::Check { fence_token, .. }) => Some(*fence_token),
+                _ => None,
+            };
+            (c.token.clone(), fence)
+        });
+        assert_eq!(
+            parsed,
+            Ok((Some("api-secret".to_string()), Some(7))),
+            "{cli:?}"
+        );
     }
 
     #[test]

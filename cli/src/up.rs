@@ -37,6 +37,9 @@ pub struct UpArgs {
     /// Address to serve the gRPC API on.
     #[arg(long, default_value = "127.0.0.1:7411")]
     listen: String,
+    /// Address to serve the web dashboard and Prometheus `/metrics` on ("" serves no HTTP).
+    #[arg(long, default_value = "127.0.0.1:7412")]
+    http_addr: String,
     /// How many local workers to start (named local-1, local-2, ...; label os=linux; 1 slot each).
     #[arg(long, default_value_t = 2)]
     workers: u32,
@@ -79,12 +82,33 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
         ))
     })?;
     let url = client_url(local);
+    let http = if args.http_addr.is_empty() {
+        None
+    } else {
+        Some(
+            tokio::net::TcpListener::bind(&args.http_addr)
+                .await
+                .map_err(|e| {
+                    CliError::msg(format!(
+                        "cannot listen on {} for the dashboard: {} (pick a port with --http-addr, or --http-addr '' for none)",
+                        args.http_addr,
+                        io_text(&e)
+                    ))
+                })?,
+        )
+    };
+    let dashboard = http
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(client_url);
 
     let stop_coordinator = CancellationToken::new();
-    let mut coordinator = tokio::spawn(baton_coordinator::run(
+    let mut coordinator = tokio::spawn(baton_coordinator::run_with_listeners(
         CoordinatorConfig::new(&data_dir),
         listener,
+        http,
         stop_coordinator.clone(),
+        std::sync::Arc::new(baton_coordinator::clock::SystemClock),
     ));
     let workers: Vec<LocalWorker> = (1..=args.workers)
         .map(|i| start_worker(&url, &format!("local-{i}"), &workers_dir))
@@ -96,7 +120,7 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
         if args.demo {
             crate::demo::run(&mut api, ctx.output, std::io::stdout().is_terminal()).await
         } else {
-            print_banner(&url, &data_dir, &workers, &applied);
+            print_banner(&url, dashboard.as_deref(), &data_dir, &workers, &applied);
             wait_for_signal().await;
             Ok(())
         }
@@ -105,12 +129,15 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
         result = session => result,
         ended = &mut coordinator => Err(coordinator_ended(ended)),
     };
-    if !args.demo {
-        eprintln!(
-            "Shutting down: draining workers (press Ctrl-C again to abandon running jobs)..."
-        );
-    }
+    let draining = if args.demo {
+        crate::progress::Spinner::hidden()
+    } else {
+        crate::progress::Spinner::start(
+            "Shutting down: draining workers (press Ctrl-C again to abandon running jobs)...",
+        )
+    };
     stop_workers(workers).await;
+    draining.finish("Workers stopped.");
     stop_coordinator.cancel();
     if !coordinator.is_finished() {
         match tokio::time::timeout(COORDINATOR_STOP_WAIT, &mut coordinator).await {
@@ -159,6 +186,7 @@ fn start_worker(url: &str, name: &str, workers_dir: &Path) -> LocalWorker {
         token: String::new(),
         work_dir: workers_dir.join(name),
         reconnect_backoff: Duration::from_millis(200),
+        ..WorkerConfig::default()
     };
     let shutdown = Shutdown::new();
     let task = tokio::spawn(baton_worker::run(config, shutdown.clone()));
@@ -270,7 +298,13 @@ async fn apply_all(api: &mut Api, pipelines: &[(String, String)]) -> Result<Vec<
     Ok(names)
 }
 
-fn print_banner(url: &str, data_dir: &Path, workers: &[LocalWorker], applied: &[String]) {
+fn print_banner(
+    url: &str,
+    dashboard: Option<&str>,
+    data_dir: &Path,
+    workers: &[LocalWorker],
+    applied: &[String],
+) {
     let addr_flag = if url == DEFAULT_ADDR {
         String::new()
     } else {
@@ -296,9 +330,13 @@ fn print_banner(url: &str, data_dir: &Path, workers: &[LocalWorker], applied: &[
     } else {
         applied.join(", ")
     };
+    let dashboard = match dashboard {
+        Some(http) => format!("  dashboard: {http}/  (metrics: {http}/metrics)\n"),
+        None => String::new(),
+    };
     // A closed stdout must not stop the coordinator, so the write error is ignored.
     let _ = emit(&format!(
-        "Baton is up at {url} — try: {hint}\n  data dir:  {}\n  workers:   {workers}\n  pipelines: {pipelines}\nPress Ctrl-C to stop.\n",
+        "Baton is up at {url} — try: {hint}\n{dashboard}  data dir:  {}\n  workers:   {workers}\n  pipelines: {pipelines}\nPress Ctrl-C to stop.\n",
         data_dir.display()
     ));
 }

@@ -59,7 +59,7 @@ stages:
             "guarded",
             "--stage",
             "deploy",
-            "--token",
+            "--fence-token",
             "1",
         ],
     );

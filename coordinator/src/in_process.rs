@@ -4,7 +4,8 @@
 //! store and TCP listener do not fit.
 //!
 //! It wires the same parts as `server.rs` (dispatcher, registry, the pipeline and agent
-//! services) without health, reflection or retention, which a simulation does not exercise.
+//! services) with the same limits and tokens, but without TLS, health, readiness, reflection, metrics,
+//! the HTTP port or retention, which a simulation does not exercise.
 //! Keep the two in step when a part is added there.
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tonic::transport::server::Connected;
 
 use crate::actor_home::ActorHome;
 use crate::api::agent_server::AgentApi;
+use crate::api::auth::{ApiToken, WorkerAuth};
 use crate::api::pipeline_server::PipelineApi;
 use crate::clock::SharedClock;
 use crate::config::CoordinatorConfig;
@@ -54,7 +56,7 @@ where
     })?;
     let (home, runner) = ActorHome::local();
     let actors = tokio::task::spawn_local(runner);
-    let logs = Arc::new(LogHub::new(store.clone(), config.log_cap_bytes));
+    let logs = Arc::new(LogHub::new(store.clone(), config.log_cap_bytes as u64));
     let timing = DispatchTiming {
         offer_timeout: config.offer_timeout,
         lease: config.lease,
@@ -80,22 +82,34 @@ where
         logs,
         shutdown: shutdown.clone(),
         data_dir: config.data_dir.clone(),
+        limits: crate::pipeline::PipelineLimits {
+            max_pipelines: config.max_pipelines,
+            max_stages: config.max_stages,
+            max_actions: config.max_actions,
+        },
     };
     let agent_api = AgentApi {
         dispatcher,
         heartbeat_interval: config.heartbeat_interval,
         lease: config.lease,
         shutdown: shutdown.clone(),
+        auth: WorkerAuth {
+            token: config.worker_token.clone(),
+            require_client_cert: false,
+        },
+        max_log_chunk_bytes: config.max_log_chunk_bytes,
     };
     let max = config.max_message_bytes;
     let served = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .add_service(
+        .max_concurrent_streams(Some(config.max_streams_per_connection))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             PipelineServiceServer::new(pipeline_api)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-        )
+            ApiToken::new(config.api_token.clone()),
+        ))
         .add_service(
             AgentServiceServer::new(agent_api)
                 .max_decoding_message_size(max)

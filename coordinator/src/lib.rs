@@ -13,6 +13,7 @@ pub mod events;
 pub mod execution;
 pub mod in_process;
 pub mod logs;
+pub mod observe;
 pub mod pipeline;
 pub mod registry;
 pub mod retention;
@@ -21,4 +22,4 @@ pub mod stage;
 pub mod store;
 
 pub use config::{CoordinatorConfig, Retention};
-pub use server::{StartError, run, run_with_clock};
+pub use server::{StartError, run, run_with_clock, run_with_listeners};

@@ -1,46 +1,36 @@
-//! `baton-coordinator`: parses flags, sets up logging, and serves until SIGTERM or Ctrl-C.
+//! `baton-coordinator`: loads its settings (flags > `BATON_*` > `--config` file > defaults),
+//! checks them before binding anything, sets up logging, and serves until SIGTERM or Ctrl-C.
+//! `baton-coordinator backup|restore|bench` are maintenance commands with flags of their own.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use baton_coordinator::CoordinatorConfig;
+use baton_settings::{ConfigError, Loaded};
 use clap::{Parser, Subcommand};
 
-/// Baton's coordinator: pipelines, stage locks and the worker fleet, over gRPC.
+fn command() -> clap::Command {
+    clap::Command::new("baton-coordinator")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Baton's coordinator: pipelines, stage locks and the worker fleet, over gRPC.")
+        .after_help(
+            "Every setting can also come from a BATON_* variable or a TOML file (--config); flags win over variables, variables over the file, the file over defaults. Logs follow RUST_LOG (default info).\n\nMaintenance commands (each with its own --help): `baton-coordinator backup`, `baton-coordinator restore`, `baton-coordinator bench`.",
+        )
+}
+
+fn load() -> Result<CoordinatorConfig, ConfigError> {
+    let loaded: Loaded<CoordinatorConfig> = baton_settings::load(command())?;
+    if let Err((key, why)) = loaded.settings.validate() {
+        return Err(loaded.invalid(key, why));
+    }
+    Ok(loaded.settings)
+}
+
+/// `baton-coordinator backup|restore|bench ...`.
 #[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {
-    /// Without a command: serve.
+#[command(name = "baton-coordinator", version)]
+struct Maintenance {
     #[command(subcommand)]
-    command: Option<Command>,
-    /// Address to listen on.
-    #[arg(long, env = "BATON_LISTEN", default_value = "127.0.0.1:7411")]
-    listen: String,
-    /// Where the store lives.
-    #[arg(long, env = "BATON_DATA_DIR", default_value = "./.baton")]
-    data_dir: PathBuf,
-    /// How long a silent worker keeps its jobs before it is declared lost.
-    #[arg(long, env = "BATON_LEASE", default_value = "15s", value_parser = humantime::parse_duration)]
-    lease: Duration,
-    /// How long after a worker is declared lost its jobs still count as running (and hold
-    /// their stage lock).
-    #[arg(long, env = "BATON_LOST_MARGIN", default_value = "5s", value_parser = humantime::parse_duration)]
-    lost_margin: Duration,
-    /// How often workers send a heartbeat.
-    #[arg(long, env = "BATON_HEARTBEAT", default_value = "5s", value_parser = humantime::parse_duration)]
-    heartbeat: Duration,
-    /// Most bytes of one job's log kept; the rest is dropped with a marker line (e.g. 64MiB).
-    #[arg(long, env = "BATON_LOG_CAP", default_value = "64MiB", value_parser = parse_size)]
-    log_cap: u64,
-    /// Remove finished executions older than this (`0s`: keep regardless of age).
-    #[arg(long, env = "BATON_RETAIN_FOR", default_value = "30days", value_parser = humantime::parse_duration)]
-    retain_for: Duration,
-    /// Keep at most this many newest executions per pipeline (0: any number).
-    #[arg(long, env = "BATON_RETAIN_PER_PIPELINE", default_value_t = 1000)]
-    retain_per_pipeline: usize,
-    /// Log format: text or json.
-    #[arg(long, env = "BATON_LOG_FORMAT", default_value = "text")]
-    log_format: String,
+    command: Command,
 }
 
 /// Store maintenance and measurements.
@@ -83,13 +73,17 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    if let Some(command) = args.command {
-        return admin(command);
+    let first = std::env::args().nth(1);
+    if matches!(first.as_deref(), Some("backup" | "restore" | "bench")) {
+        return admin(Maintenance::parse().command);
     }
+    let config = match load() {
+        Ok(config) => config,
+        Err(err) => err.exit(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if args.log_format == "json" {
+    if config.log_format == "json" {
         tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
@@ -97,14 +91,6 @@ fn main() -> std::process::ExitCode {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let mut config = CoordinatorConfig::new(&args.data_dir);
-    config.lease = args.lease;
-    config.lost_margin = args.lost_margin;
-    config.heartbeat_interval = args.heartbeat;
-    config.log_cap_bytes = args.log_cap;
-    config.retention.max_age = (!args.retain_for.is_zero()).then_some(args.retain_for);
-    config.retention.keep_per_pipeline =
-        (args.retain_per_pipeline > 0).then_some(args.retain_per_pipeline);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -116,10 +102,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+        let listener = match tokio::net::TcpListener::bind(&config.listen).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("error: cannot listen on {}: {e}", args.listen);
+                eprintln!("error: cannot listen on {}: {e}", config.listen);
                 return std::process::ExitCode::FAILURE;
             }
         };
@@ -130,7 +116,8 @@ fn main() -> std::process::ExitCode {
             tracing::info!("shutting down");
             trigger.cancel();
         });
-        tracing::info!(addr = %args.listen, "baton-coordinator listening");
+        let tls = config.tls_cert_file.is_some();
+        tracing::info!(addr = %config.listen, tls, "baton-coordinator listening");
         match baton_coordinator::run(config, listener, shutdown).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
@@ -223,24 +210,4 @@ fn admin(command: Command) -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// `64MiB`, `512KiB`, `1GiB` or a number of bytes.
-fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let (number, unit) = t
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((t, ""), |i| t.split_at(i));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size; write e.g. 64MiB, 512KiB or 1048576"))?;
-    let scale = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?}; use KiB, MiB or GiB")),
-    };
-    n.checked_mul(scale)
-        .ok_or_else(|| format!("{text:?} is too large"))
 }

@@ -12,6 +12,7 @@ use baton_proto::v1::pipeline_service_server::PipelineServiceServer;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::agent_server::AgentApi;
+use crate::api::auth::{ApiToken, WorkerAuth};
 use crate::api::pipeline_server::PipelineApi;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::CoordinatorConfig;
@@ -19,6 +20,10 @@ use crate::dispatcher::{DispatchTiming, Dispatcher};
 use crate::events::EventHub;
 use crate::execution::Shared;
 use crate::logs::LogHub;
+use crate::observe::grpc_layer::GrpcMetricsLayer;
+use crate::observe::http::HttpState;
+use crate::observe::metrics::Metrics;
+use crate::observe::readiness::Readiness;
 use crate::registry::Registry;
 use crate::store::{SledEngine, Store};
 
@@ -47,6 +52,19 @@ pub enum StartError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Serve(String),
+    /// The HTTP port (dashboard, `/metrics`) could not be bound.
+    #[error(
+        "cannot listen on {addr} for the dashboard and metrics: {message} (pick another with --http-addr)"
+    )]
+    Http {
+        /// The address asked for.
+        addr: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A setting is wrong (see [`CoordinatorConfig::validate`]).
+    #[error("setting `{0}` {1}")]
+    Config(&'static str, String),
 }
 
 /// The actor thread: a `System` that runs until told to stop.
@@ -104,13 +122,48 @@ pub async fn run(
     run_with_clock(config, listener, shutdown, Arc::new(SystemClock)).await
 }
 
-/// [`run`] with an injected clock.
+/// [`run`] with an injected clock. Binds `config.http_addr` when it is set.
 pub async fn run_with_clock(
     config: CoordinatorConfig,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
     clock: SharedClock,
 ) -> Result<(), StartError> {
+    // Nothing is bound before the settings are known to be good.
+    config
+        .validate()
+        .map_err(|(key, why)| StartError::Config(key, why))?;
+    let http = match &config.http_addr {
+        Some(addr) => {
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| StartError::Http {
+                        addr: addr.clone(),
+                        message: e.to_string(),
+                    })?,
+            )
+        }
+        None => None,
+    };
+    run_with_listeners(config, listener, http, shutdown, clock).await
+}
+
+/// [`run`] on sockets the caller bound: gRPC on `listener`, and the dashboard and `/metrics`
+/// on `http` when given (`config.http_addr` is not used).
+pub async fn run_with_listeners(
+    config: CoordinatorConfig,
+    listener: tokio::net::TcpListener,
+    http: Option<tokio::net::TcpListener>,
+    shutdown: CancellationToken,
+    clock: SharedClock,
+) -> Result<(), StartError> {
+    config
+        .validate()
+        .map_err(|(key, why)| StartError::Config(key, why))?;
+    let tls = config
+        .server_tls()
+        .map_err(|(key, why)| StartError::Config(key, why))?;
     let store_err = |e: crate::store::StoreError| StartError::Store {
         path: config.data_dir.display().to_string(),
         message: e.to_string(),
@@ -129,9 +182,11 @@ pub async fn run_with_clock(
             });
         }
     }
-    let (store, writer) = Store::start(engine).map_err(store_err)?;
+    let metrics = Arc::new(Metrics::new());
+    let (store, writer) =
+        Store::start_observed(engine, Some(metrics.store.clone())).map_err(store_err)?;
     let actors = ActorSystem::start()?;
-    let logs = Arc::new(LogHub::new(store.clone(), config.log_cap_bytes));
+    let logs = Arc::new(LogHub::new(store.clone(), config.log_cap_bytes as u64));
     let timing = DispatchTiming {
         offer_timeout: config.offer_timeout,
         lease: config.lease,
@@ -143,69 +198,146 @@ pub async fn run_with_clock(
             Dispatcher::new(timing, clock, logs)
         })
     };
+    let events = Arc::new(EventHub::default());
+    metrics.follow(&events, store.clone(), shutdown.clone());
     let shared = Shared {
         store: store.clone(),
         dispatcher: dispatcher.clone(),
-        events: Arc::new(EventHub::default()),
+        events,
         clock,
         timer_tick: config.timer_tick,
     };
     let registry = Arc::new(Registry::new(shared, actors.arbiter.clone()));
-    let loaded = registry
-        .load_all()
-        .map_err(|e| StartError::Load(e.to_string()))?;
-    tracing::info!(pipelines = loaded, data_dir = %config.data_dir.display(), "store loaded");
-    let retention = tokio::spawn(crate::retention::run(
-        store.clone(),
-        config.retention.clone(),
-        registry.shared().clock.clone(),
-        shutdown.clone(),
-    ));
 
+    // Serve at once, NOT_SERVING (health) and UNAVAILABLE (everything else) until the actors
+    // are rebuilt from the store; NOT_SERVING again while draining after `shutdown`.
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<PipelineServiceServer<PipelineApi>>()
-        .await;
-    health.set_serving::<AgentServiceServer<AgentApi>>().await;
+    let readiness = Readiness::starting(health).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(baton_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| StartError::Serve(e.to_string()))?;
-    let pipeline_api = PipelineApi {
-        registry,
+    let pipeline_api = Arc::new(PipelineApi {
+        registry: registry.clone(),
         logs,
         shutdown: shutdown.clone(),
         data_dir: config.data_dir.clone(),
-    };
+        limits: crate::pipeline::PipelineLimits {
+            max_pipelines: config.max_pipelines,
+            max_stages: config.max_stages,
+            max_actions: config.max_actions,
+        },
+    });
+
+    // The HTTP port is served once the store is loaded; until then its connections wait.
+    let http = http.map(|listener| {
+        let state = Arc::new(HttpState {
+            api: pipeline_api.clone(),
+            metrics: metrics.clone(),
+            api_token: ApiToken::new(config.api_token.clone()),
+        });
+        (listener, state)
+    });
+    let mut http_server = None;
     let agent_api = AgentApi {
         dispatcher,
         heartbeat_interval: config.heartbeat_interval,
         lease: config.lease,
         shutdown: shutdown.clone(),
+        auth: WorkerAuth {
+            token: config.worker_token.clone(),
+            require_client_cert: tls.is_some() && config.worker_ca_file.is_some(),
+        },
+        max_log_chunk_bytes: config.max_log_chunk_bytes,
     };
     let max = config.max_message_bytes;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let served = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(
-            PipelineServiceServer::new(pipeline_api)
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .add_service(
-            AgentServiceServer::new(agent_api)
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-        .await;
+    let stop_serving = shutdown.child_token();
+    let drain = {
+        let (readiness, stop, grace) =
+            (readiness.clone(), stop_serving.clone(), config.drain_grace);
+        async move {
+            stop.cancelled().await;
+            readiness.draining().await;
+            tokio::time::sleep(grace).await;
+        }
+    };
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| StartError::Config("tls_cert_file", e.to_string()))?;
+    }
+    let server = tokio::spawn(
+        builder
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .max_concurrent_streams(Some(config.max_streams_per_connection))
+            .layer(GrpcMetricsLayer::new(metrics.clone()))
+            .layer(readiness.layer())
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                PipelineServiceServer::from_arc(pipeline_api)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+                ApiToken::new(config.api_token.clone()),
+            ))
+            .add_service(
+                AgentServiceServer::new(agent_api)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .serve_with_incoming_shutdown(incoming, drain),
+    );
+    let loaded = registry.load_all();
+    let clock = registry.shared().clock.clone();
+    let mut retention = None;
+    // The services hold the registry from here on; this handle would keep the store open.
+    drop(registry);
+    let served = match loaded {
+        Ok(loaded) => {
+            tracing::info!(pipelines = loaded, data_dir = %config.data_dir.display(), "store loaded");
+            retention = Some(tokio::spawn(crate::retention::run(
+                store.clone(),
+                config.retention(),
+                clock.clone(),
+                shutdown.clone(),
+            )));
+            if let Some((listener, state)) = http {
+                if let Ok(addr) = listener.local_addr() {
+                    tracing::info!(%addr, "dashboard and /metrics listening");
+                }
+                let serve = crate::observe::http::serve(listener, state, shutdown.clone());
+                http_server = Some(tokio::spawn(serve));
+            }
+            readiness.serving().await;
+            match server.await {
+                Ok(served) => served.map_err(|e| StartError::Serve(e.to_string())),
+                Err(e) => Err(StartError::Serve(e.to_string())),
+            }
+        }
+        Err(e) => {
+            drop(http);
+            stop_serving.cancel();
+            let _ = server.await;
+            Err(StartError::Load(e.to_string()))
+        }
+    };
+    if let Some(task) = http_server {
+        // Its streams end with the shutdown token, so this is quick.
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the HTTP server failed"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("the HTTP server did not stop within 10 s"),
+        }
+    }
     drop(actors);
     drop(store);
-    let _ = retention.await;
+    if let Some(retention) = retention {
+        let _ = retention.await;
+    }
     // Whatever is still queued is written before the engine closes; session tasks still
     // holding the store end with the shutdown token, so this is quick.
     if tokio::time::timeout(Duration::from_secs(10), writer.closed())
@@ -214,5 +346,5 @@ pub async fn run_with_clock(
     {
         tracing::warn!("the store did not close within 10 s");
     }
-    served.map_err(|e| StartError::Serve(e.to_string()))
+    served
 }

@@ -286,7 +286,7 @@ async fn coordinator_killed_at_random_moments_loses_nothing_acknowledged() {
     std::fs::write(&runs, b"").expect("runs file");
     let mut coordinator = Coordinator::new(
         &dir.path().join("store"),
-        &["--lease", "2s", "--heartbeat", "200ms"],
+        &["--lease", "2s", "--heartbeat-interval", "200ms"],
     );
     coordinator.start().await;
     coordinator
@@ -309,6 +309,7 @@ async fn coordinator_killed_at_random_moments_loses_nothing_acknowledged() {
             token: String::new(),
             work_dir: dir.path().join(name),
             reconnect_backoff: Duration::from_millis(50),
+            ..Default::default()
         };
         let shutdown = baton_worker::Shutdown::new();
         let s = shutdown.clone();

@@ -206,6 +206,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
                 token: String::new(),
                 work_dir: "/nonexistent/sim".into(),
                 reconnect_backoff: Duration::from_millis(200),
+                ..WorkerConfig::default()
             };
             let seams = Seams {
                 launcher: Arc::new(SimLauncher {

@@ -4,9 +4,15 @@
 //! Waiting is always on events (WatchPipeline, job logs), with a generous deadline only as a
 //! safety net so that a broken build fails instead of hanging.
 
+pub mod browser;
+pub mod observe;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub mod docker;
+pub mod secure;
 
 use baton_proto::v1::{self as pb, pipeline_service_client::PipelineServiceClient};
 use tokio::task::JoinHandle;
@@ -31,6 +37,8 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 pub struct TestCluster {
     /// `http://127.0.0.1:PORT`.
     pub addr: String,
+    /// `http://127.0.0.1:PORT` of the coordinator's dashboard and `/metrics`.
+    pub http_addr: String,
     /// The coordinator's data directory (kept across restarts).
     pub data_dir: PathBuf,
     /// Scratch space for job gates and markers.
@@ -84,6 +92,7 @@ impl TestCluster {
         let data = tempfile::tempdir().expect("temp dir");
         let mut cluster = TestCluster {
             addr: String::new(),
+            http_addr: String::new(),
             data_dir: data.path().join("store"),
             scratch: tempfile::tempdir().expect("temp dir"),
             _data: data,
@@ -104,6 +113,10 @@ impl TestCluster {
         let listener = tokio::net::TcpListener::bind(&bind).await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         self.addr = format!("http://{addr}");
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind http");
+        self.http_addr = format!("http://{}", http.local_addr().expect("local addr"));
         let shutdown = CancellationToken::new();
         let mut config = test_config(&self.data_dir);
         let clock = self.clock.clone();
@@ -114,17 +127,23 @@ impl TestCluster {
         (self.configure)(&mut config);
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
-            let served = match clock {
-                Some(clock) => {
-                    baton_coordinator::run_with_clock(config, listener, token, clock).await
-                }
-                None => baton_coordinator::run(config, listener, token).await,
+            let clock: baton_coordinator::clock::SharedClock = match clock {
+                Some(clock) => clock,
+                None => std::sync::Arc::new(baton_coordinator::clock::SystemClock),
             };
-            if let Err(e) = served {
+            let run =
+                baton_coordinator::run_with_listeners(config, listener, Some(http), token, clock);
+            if let Err(e) = run.await {
                 panic!("coordinator failed: {e}");
             }
         });
         self.coordinator = Some((shutdown, handle));
+        self.wait_serving().await;
+    }
+
+    /// Waits until the coordinator's gRPC health says SERVING.
+    async fn wait_serving(&self) {
+        wait_serving(&self.addr).await;
     }
 
     /// Starts one more worker named `name`.
@@ -137,6 +156,7 @@ impl TestCluster {
             token: String::new(),
             work_dir: self.scratch.path().join("work").join(name),
             reconnect_backoff: Duration::from_millis(100),
+            ..baton_worker::WorkerConfig::default()
         };
         let shutdown = baton_worker::Shutdown::new();
         let s = shutdown.clone();
@@ -316,6 +336,42 @@ impl TestCluster {
         }
     }
 
+    /// Waits until pipeline `pipeline` has an execution numbered `number` (started by someone
+    /// else, e.g. a CLI process) and returns its id.
+    pub async fn wait_for_execution_number(&self, pipeline: &str, number: u64) -> String {
+        let mut client = self.client().await;
+        let mut events = client
+            .watch_pipeline(pb::WatchPipelineRequest {
+                pipeline: pipeline.into(),
+                since: None,
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        let wait = async {
+            loop {
+                let listed = client
+                    .list_pipeline_executions(pb::ListPipelineExecutionsRequest {
+                        pipeline: pipeline.into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("list executions")
+                    .into_inner();
+                if let Some(e) = listed.executions.iter().find(|e| e.number == number) {
+                    return e.execution_id.clone();
+                }
+                match events.next().await {
+                    Some(Ok(_)) => {}
+                    other => panic!("watch ended while waiting for #{number}: {other:?}"),
+                }
+            }
+        };
+        tokio::time::timeout(DEADLINE, wait)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for execution #{number} of {pipeline}"))
+    }
+
     /// Waits until execution `id` has `status`.
     pub async fn wait_status(
         &self,
@@ -413,4 +469,34 @@ pub fn stage_is(exec: &pb::PipelineExecution, stage: &str, status: pb::StageStat
     exec.stages
         .iter()
         .any(|s| s.stage == stage && s.status == status as i32)
+}
+
+/// Waits until the coordinator at `addr` (`http://HOST:PORT`) says SERVING on gRPC health: its
+/// port answers at once, but every other call gets UNAVAILABLE until the store is loaded.
+pub async fn wait_serving(addr: &str) {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect to coordinator");
+    let mut statuses = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health watch")
+        .into_inner();
+    let serving = tokio::time::timeout(DEADLINE, async {
+        while let Ok(Some(status)) = statuses.message().await {
+            if status.status == ServingStatus::Serving as i32 {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(serving, Ok(true), "the coordinator never reported SERVING");
 }

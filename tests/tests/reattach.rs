@@ -26,6 +26,7 @@ async fn a_worker_reconnecting_within_its_lease_keeps_its_job_and_a_complete_log
         token: String::new(),
         work_dir: cluster.scratch.path().join("near"),
         reconnect_backoff: Duration::from_millis(50),
+        ..Default::default()
     };
     let shutdown = baton_worker::Shutdown::new();
     let worker = tokio::spawn(baton_worker::run(config, shutdown.clone()));

@@ -12,39 +12,41 @@ use tokio_util::sync::CancellationToken;
 
 use crate::WorkerError;
 
-/// Everything a worker needs to know to join a coordinator.
-#[derive(Debug, Clone)]
-pub struct WorkerConfig {
-    /// Coordinator URL. Default: `http://127.0.0.1:7411`.
-    pub coordinator: String,
-    /// Unique worker name, its identity across reconnects. Default: the host name.
-    pub name: String,
-    /// Labels jobs are matched against. Default: `{"os": "linux"}`.
-    pub labels: BTreeMap<String, String>,
-    /// How many jobs run at once. Default: 1.
-    pub slots: u32,
-    /// Registration token, when the coordinator requires one. Default: empty.
-    pub token: String,
-    /// Jobs run in `work_dir/<job_id>`. Default: `./.baton-worker`.
-    pub work_dir: PathBuf,
-    /// First wait before reconnecting; doubles on each failure up to 30 s. Default: 1 s.
-    pub reconnect_backoff: Duration,
-}
-
 /// The default coordinator address.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7411";
 
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        Self {
-            coordinator: DEFAULT_COORDINATOR.to_string(),
-            name: hostname(),
-            labels: BTreeMap::from([("os".to_string(), "linux".to_string())]),
-            slots: 1,
-            token: String::new(),
-            work_dir: PathBuf::from("./.baton-worker"),
-            reconnect_backoff: Duration::from_secs(1),
-        }
+baton_settings::settings! {
+    /// Everything a worker needs to know to join a coordinator. Each entry is also a flag
+    /// (`--slots`), a variable (`BATON_WORKER_SLOTS`) and a key of the `--config` TOML file;
+    /// flags win over variables, variables over the file, the file over defaults.
+    pub struct WorkerConfig {
+        /// Coordinator URL; `https://` turns TLS on. Default: `http://127.0.0.1:7411`.
+        coordinator: String = DEFAULT_COORDINATOR.to_string(), env "BATON_COORDINATOR";
+        /// Unique worker name, its identity across reconnects. Default: the host name.
+        name: String = hostname(), env "BATON_WORKER_NAME";
+        /// Labels jobs are matched against, `key=value` (repeat `--label`, or comma-separate). Default: `os=linux`.
+        labels: BTreeMap<String, String> =
+            BTreeMap::from([("os".to_string(), "linux".to_string())]), env "BATON_WORKER_LABELS";
+        /// How many jobs run at once. Default: 1.
+        slots: u32 = 1, env "BATON_WORKER_SLOTS";
+        /// Registration token, when the coordinator requires one. Default: empty.
+        token: String = String::new(), env "BATON_WORKER_TOKEN", secret;
+        /// Jobs run in `work_dir/<job_id>`. Default: `./.baton-worker`.
+        work_dir: PathBuf = PathBuf::from("./.baton-worker"), env "BATON_WORK_DIR";
+        /// First wait before reconnecting; doubles on each failure up to 30 s. Default: 1 s.
+        reconnect_backoff: Duration = Duration::from_secs(1), env "BATON_RECONNECT_BACKOFF";
+        /// How often the worker pings the connection (HTTP/2 keepalive); with `keepalive_timeout` this bounds how long a cut network goes unnoticed, after which the lease starts to run out. Default: 10 s.
+        keepalive_interval: Duration = Duration::from_secs(10), env "BATON_KEEPALIVE_INTERVAL";
+        /// How long a keepalive ping may go unanswered before the connection counts as lost. Default: 5 s.
+        keepalive_timeout: Duration = Duration::from_secs(5), env "BATON_KEEPALIVE_TIMEOUT";
+        /// CA (PEM) the coordinator's certificate must be signed by (for `https://`). Default: none.
+        ca_file: Option<PathBuf> = None, env "BATON_CA_FILE";
+        /// Client certificate (PEM) for mutual TLS. Default: none.
+        cert_file: Option<PathBuf> = None, env "BATON_CERT_FILE";
+        /// Client private key (PEM) for mutual TLS. Default: none.
+        key_file: Option<PathBuf> = None, env "BATON_KEY_FILE";
+        /// Log format: `text` or `json` (filter with `RUST_LOG`, e.g. `RUST_LOG=baton_worker=debug`). Default: text.
+        log_format: String = "text".to_string(), env "BATON_LOG_FORMAT";
     }
 }
 
@@ -56,6 +58,12 @@ impl WorkerConfig {
                 "`name` is empty: pass --name or set a host name".into(),
             ));
         }
+        if self.log_format != "text" && self.log_format != "json" {
+            return Err(WorkerError::Config(format!(
+                "`log_format` is `{}`: use text or json",
+                self.log_format
+            )));
+        }
         if self.slots == 0 {
             return Err(WorkerError::Config(
                 "`slots` is 0: a worker needs at least one slot".into(),
@@ -66,7 +74,30 @@ impl WorkerConfig {
                 "`reconnect_backoff` is 0: use at least a few milliseconds".into(),
             ));
         }
-        Ok(())
+        self.client_tls().map(|_| ())
+    }
+
+    /// The rustls client config when the coordinator URL is `https://`.
+    pub fn client_tls(&self) -> Result<Option<tonic::transport::ClientTlsConfig>, WorkerError> {
+        let tls = self.coordinator.trim().starts_with("https://");
+        let any_file =
+            self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some();
+        if !tls {
+            return match any_file {
+                true => Err(WorkerError::Config(format!(
+                    "TLS files are set but the coordinator URL {} is not https://",
+                    self.coordinator
+                ))),
+                false => Ok(None),
+            };
+        }
+        baton_settings::tls::client_config(
+            self.ca_file.as_deref(),
+            self.cert_file.as_deref(),
+            self.key_file.as_deref(),
+        )
+        .map(Some)
+        .map_err(|e| WorkerError::Config(e.to_string()))
     }
 }
 

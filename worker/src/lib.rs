@@ -63,7 +63,7 @@ pub async fn run_with(
         lease: None,
         backoff,
         lost_at: None,
-        heard_at: None,
+        last_heard: None,
         lease_expired: false,
         next_seq: 1,
         unacked: VecDeque::new(),

@@ -1,76 +1,46 @@
 //! `baton-worker`: parses flags, sets up logging, turns SIGTERM/SIGINT into a drain (the first)
 //! and an abandon (the second), and runs [`baton_worker::run`].
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use baton_worker::{Shutdown, WorkerConfig, config::DEFAULT_COORDINATOR};
-use clap::Parser;
+use baton_settings::{ConfigError, Loaded};
+use baton_worker::{Shutdown, WorkerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
-/// Runs Baton jobs offered by a coordinator.
-#[derive(Debug, Parser)]
-#[command(name = "baton-worker", version, about)]
-struct Args {
-    /// Coordinator URL.
-    #[arg(long, env = "BATON_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
-    coordinator: String,
-    /// Worker name, unique in the fleet. Default: the host name.
-    #[arg(long)]
-    name: Option<String>,
-    /// A label jobs are matched against, as key=value; repeatable. Default: os=linux.
-    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
-    labels: Vec<(String, String)>,
-    /// How many jobs run at once.
-    #[arg(long, default_value_t = 1)]
-    slots: u32,
-    /// Registration token.
-    #[arg(
-        long,
-        env = "BATON_WORKER_TOKEN",
-        default_value = "",
-        hide_env_values = true
-    )]
-    token: String,
-    /// Jobs run in WORK_DIR/<job id>.
-    #[arg(long, default_value = "./.baton-worker")]
-    work_dir: PathBuf,
+fn command() -> clap::Command {
+    clap::Command::new("baton-worker")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Runs Baton jobs offered by a coordinator.")
+        .after_help(
+            "Every setting can also come from a BATON_* variable or a TOML file (--config); flags win over variables, variables over the file, the file over defaults. Logs follow RUST_LOG (default info).",
+        )
 }
 
-fn parse_label(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("label {s:?} is not KEY=VALUE")),
+/// Loads and checks the settings before anything connects.
+fn load() -> Result<WorkerConfig, ConfigError> {
+    let loaded: Loaded<WorkerConfig> = baton_settings::load(command())?;
+    if let Err(err) = loaded.settings.validate() {
+        return Err(ConfigError::Invalid(err.to_string()));
     }
-}
-
-impl Args {
-    fn into_config(self) -> WorkerConfig {
-        let mut config = WorkerConfig {
-            coordinator: self.coordinator,
-            slots: self.slots,
-            token: self.token,
-            work_dir: self.work_dir,
-            ..WorkerConfig::default()
-        };
-        if let Some(name) = self.name {
-            config.name = name;
-        }
-        if !self.labels.is_empty() {
-            config.labels = self.labels.into_iter().collect::<BTreeMap<_, _>>();
-        }
-        config
-    }
+    Ok(loaded.settings)
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
-    let config = Args::parse().into_config();
+    let config = match load() {
+        Ok(config) => config,
+        Err(err) => err.exit(),
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if config.log_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
     let shutdown = Shutdown::new();
     if let Err(err) = watch_signals(shutdown.clone()) {
         eprintln!("baton-worker: cannot install signal handlers: {err}");

@@ -109,6 +109,14 @@ pub async fn run_job(
         ms => Duration::from_millis(ms),
     };
     let timeout = (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms));
+    let span = tracing::info_span!(
+        "job",
+        job_id = %spec.job_id,
+        execution_id = %spec.execution_id,
+        pipeline = %spec.pipeline,
+        stage = %spec.stage,
+        action = %spec.action
+    );
     let mut job = Job {
         cancel_signal: cancel_signal(&spec.cancel_signal),
         deadline: timeout.map(|t| Instant::now() + t),
@@ -120,7 +128,7 @@ pub async fn run_job(
         spec,
         ctx,
     };
-    let end = job.run().await;
+    let end = tracing::Instrument::instrument(job.run(), span).await;
     let event = match &end {
         Some(end) => JobEvent::Finished(end.clone()),
         None => JobEvent::Withdrawn,

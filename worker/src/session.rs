@@ -7,10 +7,8 @@
 //! sequence number and is kept until the coordinator says it applied it (`ReportsApplied`, on
 //! heartbeats); after a reconnect, `Registered.resume_after` says where to resume, and what was
 //! sent on the broken stream after that is sent again. The coordinator applies each number once.
-//! A worker that has not heard from the coordinator for its lease abandons its jobs, as the
-//! coordinator will assume them gone soon after. The lease counts from the last message heard
-//! (the coordinator answers every heartbeat), not from when the stream was seen to break: a
-//! silent cut shows only after the HTTP/2 keepalive timeout, which can be longer than the lease.
+//! A worker that stays disconnected past its lease abandons its jobs, as the coordinator will
+//! assume them gone soon after.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -58,12 +56,12 @@ pub(crate) struct Worker {
     pub lease: Option<Duration>,
     /// First reconnect delay.
     pub backoff: Duration,
-    /// When the last registered session was lost; `None` while registered.
+    /// Where the lease is counted from once the session is lost: the last time the
+    /// coordinator was heard from; `None` while registered.
     pub lost_at: Option<Instant>,
-    /// When the coordinator was last heard from in the current (or last) session. The lease
-    /// counts from here: a silent cut is noticed by the transport only after its keepalive
-    /// timeout, by which time the coordinator may have declared us lost already.
-    pub heard_at: Option<Instant>,
+    /// When the coordinator last sent us anything (it answers every heartbeat), so that a
+    /// silent coordinator counts against the lease even before the connection is known dead.
+    pub last_heard: Option<Instant>,
     /// The jobs were abandoned because the lease ran out during this disconnection.
     pub lease_expired: bool,
     /// The next report's sequence number.
@@ -88,10 +86,16 @@ pub(crate) fn endpoint(config: &WorkerConfig) -> Result<Endpoint, WorkerError> {
             source,
         }
     })?;
+    let endpoint = match config.client_tls()? {
+        Some(tls) => endpoint.tls_config(tls).map_err(|e| {
+            WorkerError::Config(format!("TLS settings for {}: {e}", config.coordinator))
+        })?,
+        None => endpoint,
+    };
     Ok(endpoint
         .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(config.keepalive_interval)
+        .keep_alive_timeout(config.keepalive_timeout)
         .keep_alive_while_idle(true))
 }
 
@@ -114,10 +118,12 @@ impl Worker {
                 }
                 Err(err) => tracing::warn!(err = %chain(&err), "cannot reach the coordinator"),
             }
-            let heard_at = self.heard_at.take();
+            // The coordinator counts the lease from the last word it had from us, which came
+            // before its last answer: counting from that answer keeps us on the early side.
+            let heard = self.last_heard;
             let since = *self
                 .lost_at
-                .get_or_insert_with(|| heard_at.unwrap_or_else(Instant::now));
+                .get_or_insert_with(|| heard.unwrap_or_else(Instant::now));
             if self.wait_disconnected(backoff, since).await {
                 return Ok(());
             }
@@ -151,8 +157,8 @@ impl Worker {
         };
         tracing::info!(?period, lease = ?self.lease, running = self.agent.running(), "registered");
         self.lost_at = None;
-        self.heard_at = Some(Instant::now());
         self.lease_expired = false;
+        self.last_heard = Some(Instant::now());
         let lost = |why: String| {
             Ok(Ended::Lost {
                 registered: true,
@@ -182,31 +188,37 @@ impl Worker {
                 return Ok(self.goodbye(out, inbound).await);
             }
             let mut replies = Vec::new();
-            // The coordinator answers every heartbeat: silence for the lease means a cut.
-            let silent_until = self.heard_at.zip(self.lease).map(|(at, lease)| at + lease);
+            let silent_until = self
+                .last_heard
+                .zip(self.lease)
+                .map(|(at, lease)| at + lease);
             tokio::select! {
-                msg = inbound.message() => match msg {
-                    Ok(Some(CoordinatorMessage { msg: Some(CMsg::Applied(a)) })) => {
-                        self.heard_at = Some(Instant::now());
-                        self.unacked.retain(|m| m.seq > a.upto);
+                msg = inbound.message() => {
+                    if let Ok(Some(_)) = &msg {
+                        self.last_heard = Some(Instant::now());
                     }
-                    Ok(Some(msg)) => {
-                        self.heard_at = Some(Instant::now());
-                        replies = self.agent.on_message(msg);
+                    match msg {
+                        Ok(Some(CoordinatorMessage { msg: Some(CMsg::Applied(a)) })) => {
+                            self.unacked.retain(|m| m.seq > a.upto);
+                        }
+                        Ok(Some(msg)) => replies = self.agent.on_message(msg),
+                        Ok(None) => return lost("the coordinator closed the stream".into()),
+                        Err(status) => return lost(format!("stream error: {status}")),
                     }
-                    Ok(None) => return lost("the coordinator closed the stream".into()),
-                    Err(status) => return lost(format!("stream error: {status}")),
-                },
+                }
                 report = self.reports.recv() => {
                     // The worker holds a sender, so the channel never closes while we run.
                     if let Some(msg) = report.and_then(|r| self.agent.on_report(r)) {
                         replies.push(msg);
                     }
                 }
-                () = sleep_until_opt(silent_until) => {
-                    return lost("nothing heard from the coordinator for the lease".into());
-                }
                 _ = heartbeat.tick() => replies.push(wire(Msg::Heartbeat(Heartbeat {}))),
+                () = sleep_until_opt(silent_until) => {
+                    // The stream may still look open (keepalive has not noticed yet), but the
+                    // coordinator has not answered for a whole lease: it counts us lost.
+                    self.expire_lease();
+                    return lost("no word from the coordinator for a whole lease".into());
+                }
                 () = self.shutdown.drain.cancelled(), if !self.agent.draining => {
                     self.agent.drain();
                     replies.push(self.agent.draining_notice());

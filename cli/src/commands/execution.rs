@@ -1,8 +1,9 @@
 //! `baton start`, `baton stop`, `baton executions`, `baton execution`: executions.
 
 use baton_proto::v1::{
-    GetPipelineExecutionRequest, ListPipelineExecutionsRequest, PipelineExecution, SourceRevision,
-    StartPipelineExecutionRequest, StopMode, StopPipelineExecutionRequest,
+    ExecutionStatus, GetPipelineExecutionRequest, ListPipelineExecutionsRequest, PipelineExecution,
+    SourceRevision, StageStatus, StartPipelineExecutionRequest, StopMode,
+    StopPipelineExecutionRequest, WatchPipelineRequest,
 };
 
 use super::Ctx;
@@ -38,7 +39,7 @@ pub async fn start(ctx: &Ctx, args: &StartArgs) -> Result<(), CliError> {
         .map_err(|s| api.error_or(s, format!("pipeline '{pipeline}' not found")))?
         .into_inner();
     let id = reply.execution_id;
-    if ctx.json() {
+    if ctx.json() && !args.wait {
         return emit_json(&serde_json::json!({
             "execution_id": id,
             "deduplicated": reply.deduplicated,
@@ -49,7 +50,124 @@ pub async fn start(ctx: &Ctx, args: &StartArgs) -> Result<(), CliError> {
             "request token already used: nothing new started, this is the first call's execution"
         );
     }
-    emit(&format!("{id}\n"))
+    if !ctx.json() {
+        emit(&format!("{id}\n"))?;
+    }
+    if !args.wait {
+        return Ok(());
+    }
+    let done = wait_until_ended(&mut api, pipeline, &id, ctx.json()).await?;
+    let succeeded = done.status == ExecutionStatus::Succeeded as i32;
+    if ctx.json() {
+        emit_json(&serde_json::json!({
+            "execution_id": id,
+            "deduplicated": reply.deduplicated,
+            "number": done.number,
+            "status": execution_status(done.status),
+            "status_reason": done.status_reason,
+        }))?;
+    } else {
+        let mut line = format!("#{} {}", done.number, execution_status(done.status));
+        if !done.status_reason.is_empty() {
+            line.push_str(&format!(": {}", done.status_reason));
+        }
+        emit(&format!("{line}\n"))?;
+    }
+    if succeeded {
+        Ok(())
+    } else {
+        Err(CliError::AlreadyReported)
+    }
+}
+
+/// Follows execution `id` on WatchPipeline until it has ended, showing where it is.
+async fn wait_until_ended(
+    api: &mut crate::client::Api,
+    pipeline: &str,
+    id: &str,
+    quiet: bool,
+) -> Result<PipelineExecution, CliError> {
+    // Subscribed before the first look, so no change falls in between.
+    let mut events = api
+        .client
+        .watch_pipeline(WatchPipelineRequest {
+            pipeline: pipeline.to_string(),
+            since: None,
+        })
+        .await
+        .map_err(|s| api.error(s))?
+        .into_inner();
+    let mut progress = crate::progress::Progress::start(quiet);
+    loop {
+        let exec = api
+            .client
+            .get_pipeline_execution(GetPipelineExecutionRequest {
+                execution_id: id.to_string(),
+            })
+            .await
+            .map_err(|s| api.error(s))?
+            .into_inner();
+        if has_ended(exec.status) {
+            progress.finish();
+            return Ok(exec);
+        }
+        progress.update(&where_it_is(&exec));
+        match events.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                progress.finish();
+                return Err(CliError::msg(format!(
+                    "the coordinator ended the watch before #{} ended; see `baton execution {id}`",
+                    exec.number
+                )));
+            }
+            Err(status) => {
+                progress.finish();
+                return Err(api.error(status));
+            }
+        }
+    }
+}
+
+/// Whether an execution with this status will not change any more (Paused waits for a resume).
+fn has_ended(status: i32) -> bool {
+    matches!(
+        ExecutionStatus::try_from(status),
+        Ok(ExecutionStatus::Succeeded
+            | ExecutionStatus::Failed
+            | ExecutionStatus::Stopped
+            | ExecutionStatus::Superseded
+            | ExecutionStatus::Cancelled)
+    )
+}
+
+/// `#3 in build: compile Running`, `#3 waiting in front of deploy`, `#3 Paused`.
+fn where_it_is(exec: &PipelineExecution) -> String {
+    let n = exec.number;
+    let current = exec.stages.iter().rev().find(|s| {
+        matches!(
+            StageStatus::try_from(s.status),
+            Ok(StageStatus::Waiting | StageStatus::InProgress | StageStatus::Stopping)
+        )
+    });
+    match current {
+        Some(s) if s.status == StageStatus::Waiting as i32 => {
+            format!("#{n} waiting in front of {}", s.stage)
+        }
+        Some(s) => {
+            let jobs: Vec<String> = s
+                .jobs
+                .iter()
+                .map(|j| format!("{} {}", j.action, job_status(j.status)))
+                .collect();
+            let mut line = format!("#{n} in {}", s.stage);
+            if !jobs.is_empty() {
+                line.push_str(&format!(": {}", jobs.join(", ")));
+            }
+            line
+        }
+        None => format!("#{n} {}", execution_status(exec.status)),
+    }
 }
 
 /// `start PIPELINE --branch B --commit C [...]`.
@@ -79,6 +197,10 @@ pub struct StartArgs {
     /// Pull request, if any (auto-cancel conditions see it as `pull_request`).
     #[arg(long, default_value = "")]
     pub pull_request: String,
+    /// Wait until the execution ends, showing where it is (a spinner on a terminal, a line per
+    /// change otherwise); exit 0 only when it succeeded.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// `stop EXECUTION [--abandon] [--reason R]`: WAIT drains running jobs; ABANDON terminates them.

@@ -10,7 +10,7 @@ pub mod state;
 pub mod transition;
 pub mod workers;
 
-use crate::client::Api;
+use crate::client::{Access, Api};
 use crate::error::CliError;
 use crate::output::OutputFormat;
 
@@ -21,12 +21,14 @@ pub struct Ctx {
     pub addr: String,
     /// `--output`.
     pub output: OutputFormat,
+    /// `--token`, `--ca-file`, `--cert-file`, `--key-file`.
+    pub access: Access,
 }
 
 impl Ctx {
     /// Connects to the coordinator named by `--addr`.
     pub async fn connect(&self) -> Result<Api, CliError> {
-        Api::connect(&self.addr).await
+        Api::connect_with(&self.addr, &self.access).await
     }
 
     /// True for `--output json`.

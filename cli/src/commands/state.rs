@@ -1,7 +1,9 @@
 //! `baton state PIPELINE [--watch]`: who holds each stage, who waits and why.
 //!
-//! `--watch` redraws on every `WatchPipeline` event (no polling): on a terminal it clears the
-//! screen and redraws; otherwise it prints each new state block after the previous one.
+//! `--watch` redraws on every `WatchPipeline` event (no polling): on a terminal it redraws in
+//! place, in colour, and also once a second from the last state it fetched so that elapsed
+//! times keep counting (that redraw asks the coordinator nothing); otherwise it prints each new
+//! state block after the previous one, plain.
 
 use std::io::IsTerminal;
 
@@ -17,8 +19,8 @@ use crate::output::{emit, emit_json, execution_status, job_status, now_ms, stage
 use crate::render::{number_in_state, render_state};
 use crate::views::StateView;
 
-/// ANSI: clear the screen and move the cursor home.
-pub const CLEAR_SCREEN: &str = "\x1b[2J\x1b[H";
+/// ANSI: move the cursor home and clear the screen (the redraw replaces the last one in place).
+pub const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
 
 /// Fetches a pipeline's state, naming the pipeline if it does not exist.
 pub async fn fetch_state(api: &mut Api, pipeline: &str) -> Result<PipelineState, CliError> {
@@ -51,10 +53,22 @@ pub async fn run(ctx: &Ctx, pipeline: &str, watch: bool) -> Result<(), CliError>
     let tty = std::io::stdout().is_terminal();
     let state = fetch_state(&mut api, pipeline).await?;
     show(ctx, &state, None, true, tty)?;
-    while let Some(event) = events.next().await {
-        let event = event.map_err(|s| api.error(s))?;
-        let state = fetch_state(&mut api, pipeline).await?;
-        show(ctx, &state, Some(&event), true, tty)?;
+    let mut last: (PipelineState, Option<PipelineEvent>) = (state, None);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                let Some(event) = event else { break };
+                let event = event.map_err(|s| api.error(s))?;
+                let state = fetch_state(&mut api, pipeline).await?;
+                show(ctx, &state, Some(&event), true, tty)?;
+                last = (state, Some(event));
+            }
+            _ = tick.tick(), if tty && !ctx.json() => {
+                show(ctx, &last.0, last.1.as_ref(), true, tty)?;
+            }
+        }
     }
     Err(CliError::msg("the coordinator closed the watch stream"))
 }
@@ -88,6 +102,9 @@ fn show(
             line = line.replacen(&event.execution_id, &format!("#{n}"), 1);
         }
         text.push_str(&format!("last event: {line}\n"));
+    }
+    if tty {
+        text = crate::paint::paint_state(&text);
     }
     emit(&text)
 }

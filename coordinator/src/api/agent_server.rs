@@ -24,6 +24,10 @@ pub struct AgentApi {
     pub lease: Duration,
     /// Ends every session when the coordinator shuts down.
     pub shutdown: CancellationToken,
+    /// What a worker must show to register.
+    pub auth: super::auth::WorkerAuth,
+    /// Longest log chunk kept; longer ones are cut with a note. Default: 64 KiB.
+    pub max_log_chunk_bytes: usize,
 }
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
@@ -36,7 +40,9 @@ impl AgentService for AgentApi {
         &self,
         req: Request<Streaming<pb::WorkerMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let mut inbound = req.into_inner();
+        let auth = self.auth.clone();
+        let (metadata, extensions, mut inbound) = req.into_parts();
+        let peer = Request::from_parts(metadata, extensions, ());
         let register = match inbound.message().await? {
             Some(pb::WorkerMessage {
                 msg: Some(Msg::Register(r)),
@@ -48,6 +54,7 @@ impl AgentService for AgentApi {
                 ));
             }
         };
+        auth.check(&peer, &register.token)?;
         if register.name.is_empty() {
             return Err(Status::invalid_argument("Register needs a worker name"));
         }
@@ -69,6 +76,7 @@ impl AgentService for AgentApi {
             .map_err(|_| Status::unavailable("the coordinator is shutting down"))?;
         let dispatcher = self.dispatcher.clone();
         let shutdown = self.shutdown.clone();
+        let max_chunk = self.max_log_chunk_bytes;
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
@@ -80,6 +88,14 @@ impl AgentService for AgentApi {
                         msg: Some(msg),
                         seq,
                     })) => {
+                        // A chunk over the limit is cut here, with a note in the log.
+                        let msg = match msg {
+                            Msg::Log(mut log) => {
+                                log.data = cut_chunk(std::mem::take(&mut log.data), max_chunk);
+                                Msg::Log(log)
+                            }
+                            other => other,
+                        };
                         dispatcher.do_send(FromSession {
                             worker: name.clone(),
                             session,
@@ -102,4 +118,17 @@ impl AgentService for AgentApi {
         );
         Ok(Response::new(Box::pin(outbound)))
     }
+}
+
+/// Keeps at most `max` bytes of a log chunk and says, in the log itself, what was cut.
+fn cut_chunk(mut data: Vec<u8>, max: usize) -> Vec<u8> {
+    if data.len() <= max {
+        return data;
+    }
+    let cut = data.len() - max;
+    data.truncate(max);
+    data.extend_from_slice(
+        format!("\n[baton: {cut} bytes of this log chunk were dropped: chunks are limited to {max} bytes (max_log_chunk_bytes)]\n").as_bytes(),
+    );
+    data
 }

@@ -2,6 +2,7 @@
 //! No rules live here.
 
 pub mod agent_server;
+pub mod auth;
 pub mod convert;
 mod fleet;
 pub mod pipeline_server;

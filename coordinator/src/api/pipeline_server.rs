@@ -32,6 +32,8 @@ pub struct PipelineApi {
     pub shutdown: CancellationToken,
     /// The store's directory (BackupStore checks the caller means this one).
     pub data_dir: std::path::PathBuf,
+    /// Size limits on pipeline files.
+    pub limits: crate::pipeline::PipelineLimits,
 }
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -55,6 +57,24 @@ impl PipelineApi {
         })
     }
 
+    /// Refuses a file over the limits before anything is stored.
+    fn check_limits(&self, req: &pb::PutPipelineRequest) -> Result<(), CoordError> {
+        let source = if req.source_name.is_empty() {
+            "pipeline.yaml"
+        } else {
+            &req.source_name
+        };
+        // A file that does not parse is refused by the registry with its own error.
+        let Ok(spec) = crate::pipeline::parse_pipeline_file(source, &req.definition_yaml) else {
+            return Ok(());
+        };
+        let stored = self.registry.list()?;
+        let is_new = !stored.iter().any(|p| p.name == spec.name);
+        self.limits
+            .check(&spec, stored.len(), is_new)
+            .map_err(CoordError::Invalid)
+    }
+
     fn pipeline_proto(&self, name: &str) -> Result<pb::Pipeline, CoordError> {
         let record = self.registry.record(name)?;
         let spec = crate::pipeline::parse_pipeline_file(&record.source_name, &record.yaml)
@@ -76,6 +96,7 @@ impl PipelineService for PipelineApi {
         req: Request<pb::PutPipelineRequest>,
     ) -> Result<Response<pb::PutPipelineResponse>, Status> {
         let req = req.into_inner();
+        self.check_limits(&req)?;
         let put = self
             .registry
             .put(&req.definition_yaml, &req.source_name)
@@ -293,6 +314,7 @@ impl PipelineService for PipelineApi {
             data: c.data,
             stream: c.stream,
             step: c.step,
+            end: None,
         };
         let head = tokio_stream::iter(
             stored
@@ -313,10 +335,22 @@ impl PipelineService for PipelineApi {
                 ))),
             })
         });
+        let end = futures::StreamExt::filter_map(
+            futures::stream::once(job_end(
+                store.clone(),
+                self.registry.shared().events.clone(),
+                job.id.clone(),
+                req.follow,
+            )),
+            futures::future::ready,
+        );
         let shutdown = self.shutdown.clone().cancelled_owned();
         let stream: Self::TailJobLogStream = match tail {
-            Some(tail) => Box::pin(futures::StreamExt::take_until(head.chain(tail), shutdown)),
-            None => Box::pin(head),
+            Some(tail) => Box::pin(futures::StreamExt::take_until(
+                head.chain(tail).chain(end),
+                shutdown,
+            )),
+            None => Box::pin(head.chain(end)),
         };
         Ok(Response::new(stream))
     }
@@ -515,5 +549,44 @@ impl PipelineApi {
         Ok(Response::new(pb::StageTransitionResponse {
             transition: Some(convert::transition(&now)),
         }))
+    }
+}
+
+/// The closing message of a log stream when job `id` has ended: the job as it ended (read once
+/// its end is on disk). The log closes a moment before the job's end is stored, so a follower
+/// waits for it (at most 30 s); a plain tail of a running job gets `None`.
+async fn job_end(
+    store: crate::store::Store,
+    events: Arc<crate::events::EventHub>,
+    id: String,
+    follow: bool,
+) -> Option<Result<pb::LogChunk, Status>> {
+    let mut changes = events.subscribe();
+    let give_up = tokio::time::sleep(std::time::Duration::from_secs(30));
+    tokio::pin!(give_up);
+    loop {
+        store.barrier().await.ok()?;
+        let job: JobRecord = store.get_json(Tree::Jobs, id.as_bytes()).ok()??;
+        if job.status.is_final() {
+            return Some(Ok(pb::LogChunk {
+                job_id: id,
+                offset: 0,
+                data: Vec::new(),
+                stream: pb::LogStream::System as i32,
+                step: job.steps_done,
+                end: Some(convert::job(&job)),
+            }));
+        }
+        if !follow {
+            return None;
+        }
+        tokio::select! {
+            change = changes.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = change {
+                    return None;
+                }
+            }
+            () = &mut give_up => return None,
+        }
     }
 }

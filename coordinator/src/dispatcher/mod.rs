@@ -128,6 +128,14 @@ impl Dispatcher {
 
     fn offer(&mut self, worker: String, job: Enqueue, ctx: &mut Context<Self>) {
         let job_id = job.spec.job_id.clone();
+        let _span = tracing::info_span!(
+            "job",
+            job_id = %job_id,
+            execution_id = %job.spec.execution_id,
+            stage = %job.spec.stage
+        )
+        .entered();
+        tracing::debug!(worker = %worker, "offering job");
         if !self.send(
             &worker,
             ToWorker::Offer(pb::JobOffer {

@@ -544,6 +544,9 @@ impl Handler<Start> for PipelineActor {
         }
         let mut txn = Txn::default();
         let id = self.create_execution(msg.revision, &mut txn);
+        let _span =
+            tracing::info_span!("execution", pipeline = %self.name, execution_id = %id).entered();
+        tracing::debug!("execution created");
         if !token.is_empty() {
             let record = RequestTokenRecord {
                 execution_id: id.clone(),
@@ -570,6 +573,7 @@ impl Handler<Start> for PipelineActor {
 impl Handler<Stop> for PipelineActor {
     type Result = ResponseFuture<Result<ExecutionRecord, CoordError>>;
     fn handle(&mut self, msg: Stop, ctx: &mut Context<Self>) -> Self::Result {
+        let _span = tracing::info_span!("execution", pipeline = %self.name, execution_id = %msg.execution_id).entered();
         let mut txn = Txn::default();
         if let Err(e) = self.stop(&msg.execution_id, msg.mode, &msg.reason, &mut txn) {
             return Box::pin(async move { Err(e) });
@@ -591,6 +595,8 @@ impl Handler<Stop> for PipelineActor {
 impl Handler<JobEvent> for PipelineActor {
     type Result = ();
     fn handle(&mut self, msg: JobEvent, ctx: &mut Context<Self>) {
+        let _span =
+            tracing::info_span!("job", pipeline = %self.name, job_id = %msg.job_id).entered();
         let mut txn = Txn::default();
         self.on_job_event(msg, &mut txn);
         self.run(txn, ctx);

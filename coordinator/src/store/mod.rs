@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 pub use memory::MemoryEngine;
+
+use crate::observe::metrics::StoreMetrics;
 pub use sled_engine::SledEngine;
 
 /// Largest number of operations the writer folds into one batch.
@@ -208,7 +210,7 @@ impl Store {
     /// Starts the writer thread over `engine`. The engine closes once every `Store` clone is
     /// gone and the writer has finished; [`StoreWriter::closed`] waits for that.
     pub fn start(engine: Arc<dyn Engine>) -> Result<(Store, StoreWriter), StoreError> {
-        Self::start_with(engine, CommitMode::Group)
+        Self::start_observed(engine, None)
     }
 
     /// [`Store::start`] with a chosen [`CommitMode`].
@@ -216,13 +218,29 @@ impl Store {
         engine: Arc<dyn Engine>,
         mode: CommitMode,
     ) -> Result<(Store, StoreWriter), StoreError> {
+        Self::spawn_writer(engine, mode, None)
+    }
+
+    /// [`Store::start`] that records each batch's size and flush time in `metrics`.
+    pub fn start_observed(
+        engine: Arc<dyn Engine>,
+        metrics: Option<StoreMetrics>,
+    ) -> Result<(Store, StoreWriter), StoreError> {
+        Self::spawn_writer(engine, CommitMode::Group, metrics)
+    }
+
+    fn spawn_writer(
+        engine: Arc<dyn Engine>,
+        mode: CommitMode,
+        metrics: Option<StoreMetrics>,
+    ) -> Result<(Store, StoreWriter), StoreError> {
         let (tx, rx) = mpsc::channel::<Request>();
         let (closed_tx, closed) = tokio::sync::oneshot::channel();
         let writer_engine = engine.clone();
         std::thread::Builder::new()
             .name("baton-store-writer".into())
             .spawn(move || {
-                write_loop(writer_engine.as_ref(), rx, mode);
+                write_loop(writer_engine.as_ref(), rx, mode, metrics);
                 drop(writer_engine);
                 let _ = closed_tx.send(());
             })
@@ -346,7 +364,12 @@ fn decode<T: serde::de::DeserializeOwned>(tree: Tree, bytes: &[u8]) -> Result<T,
     })
 }
 
-fn write_loop(engine: &dyn Engine, rx: mpsc::Receiver<Request>, mode: CommitMode) {
+fn write_loop(
+    engine: &dyn Engine,
+    rx: mpsc::Receiver<Request>,
+    mode: CommitMode,
+    metrics: Option<StoreMetrics>,
+) {
     let mut carried = None;
     loop {
         let first = match carried.take() {
@@ -379,7 +402,12 @@ fn write_loop(engine: &dyn Engine, rx: mpsc::Receiver<Request>, mode: CommitMode
             }
         }
         let ops: Vec<Op> = batch.iter().flat_map(|r| r.ops.iter().cloned()).collect();
+        let started = std::time::Instant::now();
         let result = engine.apply(&ops);
+        if let Some(m) = &metrics {
+            m.batch_ops.observe(ops.len() as f64);
+            m.flush_seconds.observe(started.elapsed().as_secs_f64());
+        }
         if let Err(e) = &result {
             tracing::error!(error = %e, "store batch failed");
         }

@@ -57,6 +57,8 @@ impl Coordinator {
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data-dir")
             .arg(&self.data_dir)
+            // Tests run in parallel: no HTTP port (it would be the same default for all).
+            .args(["--http-addr", ""])
             .args(&self.flags)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
