@@ -59,6 +59,14 @@ pub fn render_state(state: &PipelineState, now_ms: i64) -> String {
                 crate::commands::transition::describe_transition(t)
             ));
         }
+        if let Some(note) = stage
+            .lock
+            .as_ref()
+            .map(|h| &h.note)
+            .filter(|n| !n.is_empty())
+        {
+            table.note(format!("holder: {note}"));
+        }
         for h in stage.holders.iter().skip(1) {
             let (branch, commit) = branch_commit(h.revision.as_ref());
             table.note(format!(

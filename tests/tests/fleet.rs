@@ -212,6 +212,16 @@ stages:
     let job = job_in(&told, "build").expect("job");
     assert_eq!(job.status, pb::JobStatus::Queued as i32);
     assert_eq!(job.message, "no connected worker offers os=windows");
+    // GetPipelineState says it too, on the stage's lock holder.
+    let state = cluster.state("win").await;
+    let holder = state.stages[0]
+        .lock
+        .as_ref()
+        .expect("the execution holds build");
+    assert_eq!(
+        holder.note,
+        "`msbuild` cannot start: no connected worker offers os=windows"
+    );
 
     procs.push(WorkerProcess::spawn(&cluster, "win", &[("os", "windows")]));
     let done = cluster
@@ -219,6 +229,8 @@ stages:
         .await;
     let job = job_in(&done, "build").expect("job");
     assert_eq!((job.worker.as_str(), job.message.as_str()), ("win", ""));
+    let state = cluster.state("win").await;
+    assert!(state.stages[0].lock.is_none(), "{state:?}");
     drop(procs);
     cluster.shutdown().await;
 }

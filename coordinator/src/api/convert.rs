@@ -203,6 +203,11 @@ fn stage_state(view: &StateView, s: &StageView) -> pb::StageState {
                 status: e.map(|e| execution_status(e.status) as i32).unwrap_or(0),
                 number: e.map(|e| e.number).unwrap_or(0),
                 cancelled_by: h.cancelled_by.clone().unwrap_or_default(),
+                note: view
+                    .holder_notes
+                    .get(&h.execution_id)
+                    .cloned()
+                    .unwrap_or_default(),
             }
         })
         .collect();

@@ -483,7 +483,8 @@ pub struct StateView {
     /// Every execution the stages name, by id.
     pub executions: HashMap<String, ExecutionRecord>,
     /// What a lock holder is held up by, in words, by execution id: "approval `x` pending
-    /// since …, times out at …", or that auto-cancel ends it once its stage is done.
+    /// since …, times out at …", a job no connected worker can take, or that auto-cancel ends
+    /// it once its stage is done.
     pub holder_notes: HashMap<String, String>,
 }
 
@@ -664,6 +665,14 @@ impl Handler<GetState> for PipelineActor {
                 ))
             })
             .collect();
+        // A queued job that no connected worker can take says so (the dispatcher told it).
+        for j in self.jobs.values() {
+            if j.status == JobStatus::Queued && j.approval.is_none() && !j.message.is_empty() {
+                holder_notes
+                    .entry(j.execution_id.clone())
+                    .or_insert_with(|| format!("`{}` cannot start: {}", j.action, j.message));
+            }
+        }
         for exec in self.executions.values() {
             if let Some(cancel) = exec.cancel.as_ref().filter(|c| c.at_boundary) {
                 holder_notes.insert(

@@ -118,7 +118,8 @@ function stageCard(stage, executions) {
         el("div", {}, el("b", {}, number(stage.lock.execution_id, stage.lock.number)), " ",
           el("code", {}, revisionText(stage.lock.revision)), " ", status("ExecutionStatus", stage.lock.status)),
         el("div", { class: "muted" }, "for ", el("span", { "data-since": stage.lock.since_ms }, ago(stage.lock.since_ms)),
-          " · fence ", el("b", {}, stage.lock.fence_token)))
+          " · fence ", el("b", {}, stage.lock.fence_token)),
+        stage.lock.note ? el("div", { class: "reason", "data-role": "holder-note" }, stage.lock.note) : "")
     : el("div", { class: "box free", "data-role": "lock" }, "lock free");
   const waiting = (stage.waiting || []).map((w) =>
     el("div", { class: "box waiter", "data-role": "waiting" },
