@@ -57,11 +57,25 @@ fn log_file(dir: &Path, name: &str) -> anyhow::Result<Stdio> {
     Ok(Stdio::from(file))
 }
 
+/// The `RUST_LOG` filter of the coordinator and workers: `BATON_BENCH_LOG`, else `warn`
+/// (with `BATON_BENCH_KEEP` set, their logs stay in the kept temp dir for profiling).
+fn log_filter() -> String {
+    std::env::var("BATON_BENCH_LOG").unwrap_or_else(|_| "warn".to_string())
+}
+
 impl Cluster {
     /// Starts a coordinator (durable sled store in a temp dir) and waits until it answers.
     pub async fn start() -> anyhow::Result<Cluster> {
         let bin_dir = bin_dir()?;
-        let dir = tempfile::tempdir().context("cannot create a temp dir")?;
+        let keep = std::env::var_os("BATON_BENCH_KEEP").is_some();
+        let dir = tempfile::Builder::new()
+            .prefix("baton-bench")
+            .disable_cleanup(keep)
+            .tempdir()
+            .context("cannot create a temp dir")?;
+        if keep {
+            eprintln!("keeping {} (BATON_BENCH_KEEP)", dir.path().display());
+        }
         let port = free_port()?;
         let coordinator = Command::new(bin_dir.join("baton-coordinator"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -75,7 +89,7 @@ impl Cluster {
                 "--http-addr",
                 "",
             ])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log_filter())
             .stdout(log_file(dir.path(), "coordinator")?)
             .stderr(log_file(dir.path(), "coordinator.err")?)
             .spawn()
@@ -133,7 +147,7 @@ impl Cluster {
             .args(["--slots", &slots.to_string()])
             .arg("--work-dir")
             .arg(self.dir.path().join("work").join(name))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log_filter())
             .stdout(log_file(self.dir.path(), name)?)
             .stderr(log_file(self.dir.path(), &format!("{name}.err"))?);
         for (k, v) in labels {
@@ -144,7 +158,8 @@ impl Cluster {
         self.wait_worker(name).await
     }
 
-    async fn wait_worker(&self, name: &str) -> anyhow::Result<()> {
+    /// Waits until the coordinator lists worker `name` as connected.
+    pub async fn wait_worker(&self, name: &str) -> anyhow::Result<()> {
         let mut client = self.client().await?;
         let started = Instant::now();
         loop {

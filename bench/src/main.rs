@@ -9,6 +9,7 @@
 mod cluster;
 mod marks;
 mod scenarios;
+mod sim_worker;
 mod stats;
 mod watch;
 
@@ -73,6 +74,10 @@ enum Scenario {
         /// Concurrent clients starting executions.
         #[arg(long, default_value_t = 16)]
         clients: usize,
+        /// Executions of the second run, on simulated workers whose jobs end at once (the
+        /// coordinator's own capacity); 0 skips it.
+        #[arg(long, default_value_t = 3000)]
+        simulated_executions: usize,
     },
     /// N simulated workers and M pipelines: coordinator memory and CPU at rest, dispatch latency.
     Fleet {
@@ -118,7 +123,24 @@ async fn run(scenario: Scenario) -> anyhow::Result<Vec<serde_json::Value>> {
             workers,
             slots,
             clients,
-        } => vec![scenarios::throughput::run(executions, workers, slots, clients).await?],
+            simulated_executions,
+        } => {
+            use scenarios::throughput::{Runners, run};
+            let mut out = vec![run(Runners::Real, executions, workers, slots, clients).await?];
+            if simulated_executions > 0 {
+                out.push(
+                    run(
+                        Runners::Simulated,
+                        simulated_executions,
+                        workers,
+                        slots,
+                        clients,
+                    )
+                    .await?,
+                );
+            }
+            out
+        }
         Scenario::Fleet {
             workers,
             pipelines,
@@ -146,7 +168,16 @@ async fn run(scenario: Scenario) -> anyhow::Result<Vec<serde_json::Value>> {
                 .await?,
                 scenarios::latency::cancel(50).await?,
                 scenarios::latency::dispatch(100).await?,
-                scenarios::throughput::run(300, 2, 16, 16).await?,
+                scenarios::throughput::run(scenarios::throughput::Runners::Real, 300, 2, 16, 16)
+                    .await?,
+                scenarios::throughput::run(
+                    scenarios::throughput::Runners::Simulated,
+                    3000,
+                    2,
+                    16,
+                    16,
+                )
+                .await?,
                 scenarios::fleet::run(Fleet {
                     workers: 2000,
                     pipelines: 10_000,

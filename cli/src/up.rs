@@ -115,6 +115,7 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
         .collect();
 
     let session = async {
+        wait_serving(&url).await?;
         let mut api = Api::connect(&url).await?;
         let applied = apply_all(&mut api, &pipelines).await?;
         if args.demo {
@@ -356,4 +357,45 @@ mod tests {
             "http://10.0.0.2:80"
         );
     }
+}
+
+/// How long `baton up` waits for its coordinator to say SERVING.
+const STARTUP_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until the coordinator at `url` reports SERVING on gRPC health (it refuses calls while
+/// it rebuilds its pipelines from the store).
+async fn wait_serving(url: &str) -> Result<(), CliError> {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let unreachable = |e: &dyn std::fmt::Display| {
+        CliError::msg(format!("the coordinator at {url} did not start: {e}"))
+    };
+    let watch = async {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+            .map_err(|e| unreachable(&e))?
+            .connect()
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let mut statuses = HealthClient::new(channel)
+            .watch(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map_err(|e| unreachable(&e.message()))?
+            .into_inner();
+        while let Some(status) = statuses
+            .message()
+            .await
+            .map_err(|e| unreachable(&e.message()))?
+        {
+            if status.status == ServingStatus::Serving as i32 {
+                return Ok(());
+            }
+        }
+        Err(unreachable(&"its health stream ended"))
+    };
+    tokio::time::timeout(STARTUP_WAIT, watch)
+        .await
+        .map_err(|_| unreachable(&format!("not SERVING after {STARTUP_WAIT:?}")))?
 }

@@ -6,16 +6,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton_proto::v1::{self as pb, agent_service_client::AgentServiceClient};
+use baton_proto::v1 as pb;
 use serde_json::json;
 use tokio::sync::Semaphore;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use super::latency::{dispatch_runs, print_dispatch};
 use crate::cluster::{Cluster, proc_stats};
 use crate::marks::Marks;
+use crate::sim_worker::{SimJobs, SimWorker};
 use crate::stats::{Table, max, percentile};
 
 /// Sessions per HTTP/2 connection.
@@ -150,73 +149,15 @@ async fn connect_sessions(cluster: &Cluster, count: usize) -> anyhow::Result<Ses
         let Some(channel) = channel.clone() else {
             continue;
         };
-        tasks.push(tokio::spawn(simulated_worker(
-            channel,
-            format!("sim-{i:05}"),
-        )));
+        let worker = SimWorker {
+            name: format!("sim-{i:05}"),
+            labels: BTreeMap::from([("pool".to_string(), "sim".to_string())]),
+            slots: 1,
+            jobs: SimJobs::Refuse,
+        };
+        tasks.push(tokio::spawn(worker.run(channel)));
     }
     Ok(Sessions { tasks })
-}
-
-/// One simulated worker: registers with a label no pipeline asks for, heartbeats at the
-/// interval the coordinator asks for, refuses any offer.
-async fn simulated_worker(channel: Channel, name: String) {
-    let (tx, rx) = tokio::sync::mpsc::channel::<pb::WorkerMessage>(16);
-    let register = message(pb::worker_message::Msg::Register(pb::Register {
-        name,
-        labels: [("pool".to_string(), "sim".to_string())].into(),
-        slots: 1,
-        ..Default::default()
-    }));
-    if tx.send(register).await.is_err() {
-        return;
-    }
-    let Ok(reply) = AgentServiceClient::new(channel)
-        .session(ReceiverStream::new(rx))
-        .await
-    else {
-        return;
-    };
-    let mut inbound = reply.into_inner();
-    let mut interval = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            msg = inbound.next() => match msg {
-                Some(Ok(pb::CoordinatorMessage { msg: Some(m), .. })) => match m {
-                    pb::coordinator_message::Msg::Registered(r) if r.heartbeat_interval_ms > 0 => {
-                        interval = tokio::time::interval(Duration::from_millis(r.heartbeat_interval_ms));
-                    }
-                    pb::coordinator_message::Msg::Offer(offer) => {
-                        let job_id = offer.job.map(|j| j.job_id).unwrap_or_default();
-                        let refuse = message(pb::worker_message::Msg::OfferReply(pb::OfferReply {
-                            job_id,
-                            accepted: false,
-                            reason: "simulated worker".into(),
-                        }));
-                        let _ = tx.send(refuse).await;
-                    }
-                    _ => {}
-                },
-                Some(Ok(_)) => {}
-                _ => return,
-            },
-            _ = interval.tick() => {
-                let beat = message(pb::worker_message::Msg::Heartbeat(pb::Heartbeat::default()));
-                if tx.send(beat).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// A worker message; other fields (added by later protocol versions) keep their defaults.
-#[allow(clippy::needless_update)]
-fn message(msg: pb::worker_message::Msg) -> pb::WorkerMessage {
-    pb::WorkerMessage {
-        msg: Some(msg),
-        ..Default::default()
-    }
 }
 
 async fn wait_connected(cluster: &Cluster, count: usize) -> anyhow::Result<()> {

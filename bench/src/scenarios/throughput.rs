@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::Semaphore;
+use tonic::transport::Endpoint;
 
 use super::start;
 use crate::cluster::{Cluster, proc_stats};
+use crate::sim_worker::{SimJobs, SimWorker};
 use crate::stats::Table;
 use crate::watch::Watcher;
 
@@ -27,23 +29,53 @@ stages:
       - { name: pack, labels: { pool: real }, run: [\"true\"] }
 ";
 
+/// Who runs the jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runners {
+    /// `baton-worker` processes: each job starts a shell.
+    Real,
+    /// Sessions held by the benchmark that finish each job at once: the coordinator's own
+    /// capacity, not the machine's process start-up.
+    Simulated,
+}
+
 /// Starts `executions` executions with `in_flight` concurrent clients on `workers` workers of
 /// `slots` slots each, and waits until all have ended.
 pub async fn run(
+    runners: Runners,
     executions: usize,
     workers: usize,
     slots: u32,
     in_flight: usize,
 ) -> anyhow::Result<serde_json::Value> {
     let mut cluster = Cluster::start().await?;
+    let mut held = Vec::new();
     for i in 0..workers {
-        cluster
-            .add_worker(
-                &format!("w{}", i + 1),
-                &BTreeMap::from([("pool", "real")]),
-                slots,
-            )
-            .await?;
+        let name = format!("w{}", i + 1);
+        match runners {
+            Runners::Real => {
+                cluster
+                    .add_worker(&name, &BTreeMap::from([("pool", "real")]), slots)
+                    .await?
+            }
+            Runners::Simulated => {
+                let worker = SimWorker {
+                    name,
+                    labels: BTreeMap::from([("pool".to_string(), "real".to_string())]),
+                    slots,
+                    jobs: SimJobs::Succeed,
+                };
+                let channel = Endpoint::from_shared(cluster.addr.clone())?
+                    .connect()
+                    .await?;
+                held.push(AbortOnDrop(tokio::spawn(worker.run(channel))));
+            }
+        }
+    }
+    if runners == Runners::Simulated {
+        for i in 0..workers {
+            cluster.wait_worker(&format!("w{}", i + 1)).await?;
+        }
     }
     cluster.put_pipeline(PIPELINE).await?;
     let watcher = Watcher::start(&cluster, "bench-throughput").await?;
@@ -75,8 +107,12 @@ pub async fn run(
         .count();
     let changes = watcher.job_changes();
     let cpu = after.cpu_seconds - before.cpu_seconds;
+    let who = match runners {
+        Runners::Real => "baton-worker processes",
+        Runners::Simulated => "simulated workers (jobs end at once)",
+    };
     println!(
-        "\nthroughput: {executions} executions of a 3-stage PARALLEL pipeline, {workers} workers x {slots} slots, {in_flight} clients"
+        "\nthroughput: {executions} executions of a 3-stage PARALLEL pipeline, {workers} {who} x {slots} slots, {in_flight} clients"
     );
     let mut table = Table::new(&["measure", "value"]);
     table.row(vec!["wall time".into(), format!("{elapsed:.2} s")]);
@@ -100,6 +136,7 @@ pub async fn run(
     table.print();
     Ok(json!({
         "scenario": "throughput",
+        "runners": format!("{runners:?}").to_lowercase(),
         "executions": executions,
         "wall_s": elapsed,
         "executions_per_s": executions as f64 / elapsed,
@@ -108,4 +145,13 @@ pub async fn run(
         "coordinator_cpu_s": cpu,
         "coordinator_peak_rss_mib": after.peak_rss_mib,
     }))
+}
+
+/// Aborts a held session when the scenario ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

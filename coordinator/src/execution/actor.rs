@@ -2,10 +2,14 @@
 //! jobs, asks stage actors for lock decisions, persists each change in one batch, and only
 //! then answers, dispatches and announces.
 //!
-//! Every message is handled to the end (stage answers and the store's flush included) before
-//! the next one is looked at: a handler queues its work with `ctx.wait`.
+//! Every message's stage questions are answered before the next message is looked at (a
+//! handler queues them with `ctx.wait`). Its store batch is then queued behind the earlier
+//! ones and the actor goes on with the next message while the batch flushes: batches land in
+//! the order they were queued, and each one's replies, dispatches and announcements leave only
+//! once it has landed ([`PipelineActor::landed`]). So many messages share one flush, and still
+//! nothing is acknowledged, dispatched or announced before it is durable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -67,6 +71,21 @@ pub struct PipelineActor {
     pub(super) shared: Shared,
     /// This actor's address for job reports (set when started).
     me: Option<Recipient<JobEvent>>,
+    /// Batches queued to the store that have not all landed yet, oldest first.
+    in_flight: VecDeque<InFlight>,
+    /// The number the next queued batch gets.
+    next_batch: u64,
+    /// Client request tokens whose execution is created but not yet durable: token -> id.
+    pub(super) pending_tokens: HashMap<String, String>,
+}
+
+/// A batch queued to the store, with what to do once it has landed.
+struct InFlight {
+    batch: u64,
+    txn: Txn,
+    first_seq: u64,
+    /// The store's answer, once it came.
+    result: Option<Result<(), StoreError>>,
 }
 
 fn load_err(e: impl std::fmt::Display) -> CoordError {
@@ -152,6 +171,9 @@ impl PipelineActor {
             ended_orders,
             shared,
             me: None,
+            in_flight: VecDeque::new(),
+            next_batch: 0,
+            pending_tokens: HashMap::new(),
         })
     }
 
@@ -239,6 +261,16 @@ impl PipelineActor {
                 });
             }
         }
+        txn.ended = txn
+            .executions
+            .iter()
+            .filter(|id| {
+                self.executions
+                    .get(*id)
+                    .is_some_and(|e| e.status.is_final())
+            })
+            .cloned()
+            .collect();
         // Ended executions' revision orders are stored with the batch that ends them.
         let ending: Vec<&ExecutionRecord> = txn
             .executions
@@ -288,12 +320,50 @@ impl PipelineActor {
             ));
         }
         ops.append(&mut txn.writes);
-        let store = self.shared.store.clone();
-        ctx.wait(
-            async move { store.write(ops).await }
+        // Queued now, so batches land in the order their messages were handled.
+        let landing = self.shared.store.write_queued(ops);
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        self.in_flight.push_back(InFlight {
+            batch,
+            txn,
+            first_seq,
+            result: None,
+        });
+        ctx.spawn(
+            landing
                 .into_actor(self)
-                .map(move |result, act, ctx| act.after_commit(txn, first_seq, result, ctx)),
+                .map(move |result, act, ctx| act.landed(batch, result, ctx)),
         );
+    }
+
+    /// The store answered for `batch`: every batch at the front that has landed is done, in
+    /// the order they were queued.
+    fn landed(&mut self, batch: u64, result: Result<(), StoreError>, ctx: &mut Context<Self>) {
+        if let Some(entry) = self.in_flight.iter_mut().find(|e| e.batch == batch) {
+            entry.result = Some(result);
+        }
+        while self.in_flight.front().is_some_and(|e| e.result.is_some()) {
+            let Some(entry) = self.in_flight.pop_front() else {
+                break;
+            };
+            let result = entry.result.unwrap_or(Err(StoreError::Closed));
+            self.after_commit(entry.txn, entry.first_seq, result, ctx);
+        }
+    }
+
+    /// Replies with `value` once every batch queued before has landed (answers to questions
+    /// about state that may not be durable yet wait for it).
+    pub(super) fn reply_after_landing<T: Send + 'static>(
+        &mut self,
+        value: impl FnOnce(&PipelineActor) -> Result<T, CoordError> + Send + 'static,
+        ctx: &mut Context<Self>,
+    ) -> tokio::sync::oneshot::Receiver<Result<T, CoordError>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut txn = Txn::default();
+        reply_once(&mut txn, tx, value);
+        self.commit(txn, ctx);
+        rx
     }
 
     fn after_commit(
@@ -303,9 +373,12 @@ impl PipelineActor {
         result: Result<(), StoreError>,
         ctx: &mut Context<Self>,
     ) {
-        if result.is_err() {
-            // Nothing of this batch is stored: its numbers are free again.
+        if result.is_err() && self.in_flight.is_empty() {
+            // Nothing of this batch is stored and none queued after it: its numbers are free.
             self.next_seq = first_seq;
+        }
+        for token in &txn.tokens {
+            self.pending_tokens.remove(token);
         }
         if result.is_ok() {
             for (key, at_ms) in txn.timers {
@@ -329,14 +402,16 @@ impl PipelineActor {
         for reply in txn.replies {
             reply(self, result.clone());
         }
-        // Ended executions and their jobs leave memory once durable.
-        let ended: Vec<String> = self
-            .executions
-            .iter()
-            .filter(|(_, e)| e.status.is_final())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ended {
+        // Ended executions and their jobs leave memory once their end is durable.
+        for id in txn.ended {
+            // Unless a retry has brought it back since.
+            if !self
+                .executions
+                .get(&id)
+                .is_some_and(|e| e.status.is_final())
+            {
+                continue;
+            }
             if let Some(exec) = self.executions.remove(&id) {
                 self.ended_orders.record(&exec.revision.branch, &exec);
                 for run in exec.stages {
@@ -493,10 +568,10 @@ pub struct StateView {
 #[rtype(result = "StateView")]
 pub struct GetState;
 
-pub(super) fn reply_once<T: 'static>(
+pub(super) fn reply_once<T: Send + 'static>(
     txn: &mut Txn,
     tx: tokio::sync::oneshot::Sender<Result<T, CoordError>>,
-    value: impl FnOnce(&PipelineActor) -> Result<T, CoordError> + 'static,
+    value: impl FnOnce(&PipelineActor) -> Result<T, CoordError> + Send + 'static,
 ) {
     txn.replies.push(Box::new(move |act, result| {
         let _ = tx.send(result.map_err(CoordError::from).and_then(|_| value(act)));
@@ -528,8 +603,20 @@ impl Handler<Start> for PipelineActor {
     fn handle(&mut self, msg: Start, ctx: &mut Context<Self>) -> Self::Result {
         let token = msg.client_request_token;
         if !token.is_empty() {
-            // Messages are handled one at a time to the end, so a retry racing the first
-            // call finds the token once the first call has committed.
+            // A retry racing the first call finds its token here while the first call's
+            // batch is still flushing, and is answered once that batch has landed.
+            if let Some(id) = self.pending_tokens.get(&token).cloned() {
+                let rx = self.reply_after_landing(
+                    move |_| {
+                        Ok(Started {
+                            execution_id: id,
+                            deduplicated: true,
+                        })
+                    },
+                    ctx,
+                );
+                return Box::pin(answer(rx));
+            }
             match self.earlier_start(&token) {
                 Ok(Some(execution_id)) => {
                     return Box::pin(async move {
@@ -558,6 +645,8 @@ impl Handler<Start> for PipelineActor {
                 key2(&self.name, &token),
                 &record,
             ));
+            self.pending_tokens.insert(token.clone(), id.clone());
+            txn.tokens.push(token);
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         reply_once(&mut txn, tx, move |_| {
@@ -622,8 +711,23 @@ impl Handler<Redefine> for PipelineActor {
 }
 
 impl Handler<GetState> for PipelineActor {
-    type Result = MessageResult<GetState>;
-    fn handle(&mut self, _: GetState, _: &mut Context<Self>) -> Self::Result {
+    type Result = ResponseFuture<StateView>;
+    fn handle(&mut self, _: GetState, ctx: &mut Context<Self>) -> Self::Result {
+        let view = self.state_view();
+        if self.in_flight.is_empty() {
+            return Box::pin(async move { view });
+        }
+        // What the view shows is told only once it is durable.
+        let landed = self.reply_after_landing(|_| Ok(()), ctx);
+        Box::pin(async move {
+            let _ = landed.await;
+            view
+        })
+    }
+}
+
+impl PipelineActor {
+    fn state_view(&self) -> StateView {
         let stages = self.stage_views();
         let mut executions = HashMap::new();
         for view in &stages {
@@ -684,12 +788,12 @@ impl Handler<GetState> for PipelineActor {
                 );
             }
         }
-        MessageResult(StateView {
+        StateView {
             pipeline: self.name.clone(),
             version: self.version,
             stages,
             executions,
             holder_notes,
-        })
+        }
     }
 }

@@ -51,19 +51,25 @@ impl Handler<Retry> for PipelineActor {
 impl PipelineActor {
     fn retry(&mut self, msg: &Retry, txn: &mut Txn) -> Result<(), CoordError> {
         let precondition = |m: String| Err(CoordError::Precondition(m));
-        if let Some(live) = self.executions.get(&msg.execution_id) {
+        if let Some(live) = self
+            .executions
+            .get(&msg.execution_id)
+            .filter(|e| !e.status.is_final())
+        {
             return precondition(format!(
                 "execution #{} is {:?}; only a failed or stopped execution can be retried",
                 live.number, live.status
             ));
         }
         let store = self.shared.store.clone();
-        let mut exec: ExecutionRecord = store
-            .get_json(Tree::Executions, msg.execution_id.as_bytes())?
-            .filter(|e: &ExecutionRecord| e.pipeline == self.name)
-            .ok_or_else(|| {
-                CoordError::NotFound(format!("execution {} not found", msg.execution_id))
-            })?;
+        // An execution that ended in a batch still flushing is still in memory.
+        let in_memory = self.executions.get(&msg.execution_id).cloned();
+        let mut exec: ExecutionRecord = match in_memory {
+            Some(exec) => Some(exec),
+            None => store.get_json(Tree::Executions, msg.execution_id.as_bytes())?,
+        }
+        .filter(|e: &ExecutionRecord| e.pipeline == self.name)
+        .ok_or_else(|| CoordError::NotFound(format!("execution {} not found", msg.execution_id)))?;
         let n = exec.number;
         if !matches!(
             exec.status,
@@ -118,6 +124,9 @@ impl PipelineActor {
         }
         let fence_token = run.fence_token;
         for job_id in exec.stages.iter().flat_map(|r| r.jobs.iter()) {
+            if self.jobs.contains_key(job_id) {
+                continue;
+            }
             if let Some(job) = store.get_json::<JobRecord>(Tree::Jobs, job_id.as_bytes())? {
                 self.jobs.insert(job_id.clone(), job);
             }

@@ -62,7 +62,7 @@ impl Work {
 }
 
 /// Called with the commit's result.
-pub type Reply = Box<dyn FnOnce(&super::PipelineActor, Result<(), StoreError>)>;
+pub type Reply = Box<dyn FnOnce(&super::PipelineActor, Result<(), StoreError>) + Send>;
 
 /// Everything one message changes.
 #[derive(Default)]
@@ -91,4 +91,8 @@ pub struct Txn {
     pub retry_failed_only: BTreeSet<String>,
     /// Other records to write in the same batch (client request tokens).
     pub writes: Vec<crate::store::Op>,
+    /// Client request tokens this batch stores (pending until it lands).
+    pub tokens: Vec<String>,
+    /// Executions this batch writes as ended: they leave memory once it lands.
+    pub ended: Vec<String>,
 }

@@ -256,12 +256,27 @@ impl Store {
 
     /// Writes `ops` atomically; resolves once they are durable.
     pub async fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        if ops.is_empty() {
-            return Ok(());
-        }
+        self.write_queued(ops).await
+    }
+
+    /// Queues `ops` now, behind every write queued before, and returns what resolves once
+    /// they are durable. The caller may queue more writes before this one resolves: they are
+    /// applied (and answered) in the order they were queued, often in the same flush.
+    pub fn write_queued(
+        &self,
+        ops: Vec<Op>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
         let (done, rx) = tokio::sync::oneshot::channel();
-        self.submit(Request::Write(WriteRequest { ops, done }))?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let queued = if ops.is_empty() {
+            let _ = done.send(Ok(()));
+            Ok(())
+        } else {
+            self.submit(Request::Write(WriteRequest { ops, done }))
+        };
+        async move {
+            queued?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        }
     }
 
     /// Resolves once every write queued before it (detached ones included) has been applied:
