@@ -342,23 +342,6 @@ fn print_banner(
     ));
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wildcard_listen_is_reached_on_loopback() {
-        let any: SocketAddr = "0.0.0.0:7411"
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 7411)));
-        assert_eq!(client_url(any), "http://127.0.0.1:7411");
-        assert_eq!(
-            client_url(SocketAddr::from(([10, 0, 0, 2], 80))),
-            "http://10.0.0.2:80"
-        );
-    }
-}
-
 /// How long `baton up` waits for its coordinator to say SERVING.
 const STARTUP_WAIT: Duration = Duration::from_secs(60);
 
@@ -398,4 +381,21 @@ async fn wait_serving(url: &str) -> Result<(), CliError> {
     tokio::time::timeout(STARTUP_WAIT, watch)
         .await
         .map_err(|_| unreachable(&format!("not SERVING after {STARTUP_WAIT:?}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_listen_is_reached_on_loopback() {
+        let any: SocketAddr = "0.0.0.0:7411"
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 7411)));
+        assert_eq!(client_url(any), "http://127.0.0.1:7411");
+        assert_eq!(
+            client_url(SocketAddr::from(([10, 0, 0, 2], 80))),
+            "http://10.0.0.2:80"
+        );
+    }
 }
