@@ -15,6 +15,12 @@ pub mod progress;
 pub mod retry;
 pub mod revision;
 #[cfg(test)]
+mod auto_cancel_props;
+#[cfg(test)]
+mod pipeline_model;
+#[cfg(test)]
+mod pipeline_props;
+#[cfg(test)]
 mod revision_props;
 mod txn;
 
