@@ -134,12 +134,15 @@ pub struct Seen {
     pub verdicts: [u64; 3],
     /// Executions cancelled at the boundary of an `interruptible: false` stage.
     pub cancelled_at_boundary: u64,
+    /// Older holders of the new execution's key left alone because `queued` applied.
+    pub queued_spared: u64,
 }
 
 impl Seen {
     /// Adds `other` to these counts.
     pub fn add(&mut self, other: &Seen) {
-        let pairs: [(&mut u64, u64); 12] = [
+        let pairs: [(&mut u64, u64); 13] = [
+            (&mut self.queued_spared, other.queued_spared),
             (&mut self.branch_lane_entries, other.branch_lane_entries),
             (&mut self.shared_lane_entries, other.shared_lane_entries),
             (
@@ -434,7 +437,8 @@ impl Model {
         let lane = self.lane_of_exec(&exec, &first);
         self.execs.insert(number, exec);
         self.auto_cancel(&id);
-        self.work.push_back(Work::arrive(&id, number, &first, &lane));
+        self.work
+            .push_back(Work::arrive(&id, number, &first, &lane));
     }
 
     fn auto_cancel(&mut self, new_id: &str) {
@@ -463,6 +467,17 @@ impl Model {
                 })
             })
             .collect();
+        if !running {
+            let key = self.spec.concurrency_key;
+            self.seen.queued_spared += candidates
+                .iter()
+                .filter(|c| c.stage_status == StageStatus::InProgress && c.number < new.number)
+                .filter(|c| {
+                    key == crate::pipeline::ConcurrencyKey::Pipeline
+                        || c.branch == new.revision.branch
+                })
+                .count() as u64;
+        }
         let mut verdicts = auto_cancel::decide(
             self.spec.concurrency_key,
             running,
@@ -470,19 +485,10 @@ impl Model {
             &new.revision,
             &candidates,
         );
-        verdicts.sort_by_key(|v| {
-            let id = match v {
-                Verdict::CancelWaiting(id)
-                | Verdict::StopRunning(id, _)
-                | Verdict::CancelAtBoundary(id) => id,
-            };
-            number_of(id)
-        });
+        auto_cancel::carrying_order(&mut verdicts, number_of);
         let reason = format!("cancelled by #{}", new.number);
         for verdict in verdicts {
-            let (Verdict::CancelWaiting(id)
-            | Verdict::StopRunning(id, _)
-            | Verdict::CancelAtBoundary(id)) = &verdict;
+            let id = verdict.execution_id();
             if let Some(target) = self.exec(id) {
                 let stage = self.spec.stages.get(target.stage_index);
                 let seen = CancelSeen {
@@ -609,17 +615,13 @@ impl Model {
         {
             return false;
         }
-        let rivals = self
-            .execs
-            .values()
-            .filter(|x| x.id != id)
-            .map(|x| Rival {
-                id: &x.id,
-                key: &x.revision.branch,
-                order: x.revision.order,
-                reached: revision::reached(x, index),
-                status: x.status,
-            });
+        let rivals = self.execs.values().filter(|x| x.id != id).map(|x| Rival {
+            id: &x.id,
+            key: &x.revision.branch,
+            order: x.revision.order,
+            reached: revision::reached(x, index),
+            status: x.status,
+        });
         revision::outranked_by(&exec.revision.branch, order, rivals).is_some()
     }
 
@@ -801,7 +803,10 @@ impl Model {
         if lane != key.1 {
             self.broke(format!("{id} entered {key:?}, not its lane {lane:?}"));
         }
-        let last = self.last_fence.insert(key.clone(), fence_token).unwrap_or(0);
+        let last = self
+            .last_fence
+            .insert(key.clone(), fence_token)
+            .unwrap_or(0);
         if fence_token <= last {
             self.broke(format!(
                 "fence token of {key:?} went from {last} to {fence_token} ({id} entered)"
