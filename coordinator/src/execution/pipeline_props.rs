@@ -220,10 +220,15 @@ pub fn run_model(spec: PipelineSpec, steps: &[Step]) -> Result<Model, String> {
     Ok(model)
 }
 
-/// The case count of these properties (about 2 s each on the build machine).
+/// The case count of these properties: 256 (about 2 s each on the build machine), or
+/// `PROPTEST_CASES` when set, for a longer hunt.
 pub fn config() -> Config {
+    let cases = match std::env::var("PROPTEST_CASES") {
+        Ok(_) => Config::default().cases,
+        Err(_) => 256,
+    };
     Config {
-        cases: 256,
+        cases,
         source_file: Some(file!()),
         ..Config::default()
     }
