@@ -264,3 +264,60 @@ stages:
         .await;
     cluster.shutdown().await;
 }
+
+/// Found by the auto-cancel property (coordinator `execution::auto_cancel_props`): A holds the
+/// stage with its job not yet taken by a worker, B waits, D arrives with `running`. A's stop
+/// releases the stage at once; B, which D cancels in the same breath, must not slip in (it
+/// used to enter, Cancelled, and hold the stage for good, so D never ran).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_with_no_worker_yet_never_lets_a_cancelled_waiter_in() {
+    let mut cluster = TestCluster::start(0).await;
+    // With `running` from the start, B would cancel A: A and B are pushed before the rule
+    // exists, as in the walk-through.
+    cluster.apply(&pipeline(&cluster, "")).await;
+    let a = cluster.start_execution("tests", "main", "A").await;
+    cluster
+        .wait_until("tests", &a, "A holds the stage", |e| {
+            stage_is(e, "unit-tests", pb::StageStatus::InProgress)
+        })
+        .await;
+    let b = cluster.start_execution("tests", "main", "B").await;
+    cluster
+        .wait_until("tests", &b, "B waits", |e| {
+            stage_is(e, "unit-tests", pb::StageStatus::Waiting)
+        })
+        .await;
+    cluster
+        .apply(&pipeline(
+            &cluster,
+            "auto_cancel:\n  running:\n    when: \"true\"",
+        ))
+        .await;
+    let d = cluster.start_execution("tests", "main", "D").await;
+    for id in [&a, &b] {
+        let exec = cluster
+            .wait_status("tests", id, pb::ExecutionStatus::Cancelled)
+            .await;
+        assert!(cancelled_by(&exec, 3, &d), "{exec:#?}");
+    }
+    let b_exec = cluster.execution(&b).await;
+    assert!(
+        stage_is(&b_exec, "unit-tests", pb::StageStatus::Cancelled)
+            && b_exec.stages[0].jobs.is_empty(),
+        "B never entered: {b_exec:#?}"
+    );
+    let state = cluster.state("tests").await;
+    let holder = state.stages[0]
+        .lock
+        .as_ref()
+        .map(|h| h.execution_id.as_str());
+    assert_eq!(holder, Some(d.as_str()), "D holds the stage");
+    cluster.add_worker("w1").await;
+    cluster.wait_job_running("tests", &d, "unit-tests").await;
+    cluster.open_gate("D");
+    cluster
+        .wait_status("tests", &d, pb::ExecutionStatus::Succeeded)
+        .await;
+    assert!(!cluster.ran("A") && !cluster.ran("B"));
+    cluster.shutdown().await;
+}

@@ -44,6 +44,31 @@ pub enum Verdict {
     CancelAtBoundary(String),
 }
 
+impl Verdict {
+    /// The execution the verdict is about.
+    pub fn execution_id(&self) -> &str {
+        match self {
+            Verdict::CancelWaiting(id)
+            | Verdict::StopRunning(id, _)
+            | Verdict::CancelAtBoundary(id) => id,
+        }
+    }
+}
+
+/// Puts verdicts in the order they are carried out: every waiting execution leaves its line
+/// first, then the executions inside stages are stopped; oldest (by `number`) first within
+/// each, so events read in order.
+///
+/// Waiting ones go first because a holder whose jobs had not started leaves its stage at
+/// once, and the stage then lets its next waiter in: that waiter must not be one the same
+/// new execution is cancelling (it would enter, Cancelled, and hold the stage for good).
+pub fn carrying_order(verdicts: &mut [Verdict], number: impl Fn(&str) -> u64) {
+    verdicts.sort_by_key(|v| {
+        let inside = !matches!(v, Verdict::CancelWaiting(_));
+        (inside, number(v.execution_id()))
+    });
+}
+
 /// Which rule applies to a new execution of `spec` for `revision`: `Some(true)` for
 /// `running`, `Some(false)` for `queued`, `None` for neither. A condition that cannot be
 /// evaluated counts as false (and is logged).
@@ -181,6 +206,32 @@ mod tests {
                 Verdict::StopRunning("A".into(), CancelStop::Abandon),
                 Verdict::CancelWaiting("B".into()),
                 Verdict::CancelWaiting("C".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn waiting_ones_leave_their_lines_before_a_holder_is_stopped() {
+        // Semaphore's A/B/C/D with `running`: A's stop may release the stage at once (its
+        // job had not started); B and C must be out of the line by then.
+        let mut v = decide(
+            ConcurrencyKey::Branch,
+            true,
+            4,
+            &revision("main"),
+            &commits(),
+        );
+        carrying_order(&mut v, |id| match id {
+            "A" => 1,
+            "B" => 2,
+            _ => 3,
+        });
+        assert_eq!(
+            v,
+            [
+                Verdict::CancelWaiting("B".into()),
+                Verdict::CancelWaiting("C".into()),
+                Verdict::StopRunning("A".into(), CancelStop::Abandon),
             ]
         );
     }

@@ -54,13 +54,7 @@ impl PipelineActor {
             &new.revision,
             &candidates,
         );
-        // Oldest first, so events read in order.
-        verdicts.sort_by_key(|v| {
-            let id = match v {
-                Verdict::CancelWaiting(id)
-                | Verdict::StopRunning(id, _)
-                | Verdict::CancelAtBoundary(id) => id,
-            };
+        auto_cancel::carrying_order(&mut verdicts, |id| {
             self.executions.get(id).map_or(0, |e| e.number)
         });
         for verdict in verdicts {

@@ -10,7 +10,13 @@ pub mod lanes;
 pub mod lost_retry;
 pub mod policies;
 pub use flow::short;
+#[cfg(test)]
+mod auto_cancel_props;
 pub mod fence;
+#[cfg(test)]
+mod pipeline_model;
+#[cfg(test)]
+mod pipeline_props;
 pub mod progress;
 pub mod retry;
 pub mod revision;

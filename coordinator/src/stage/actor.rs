@@ -100,33 +100,43 @@ pub struct AskAt {
 #[rtype(result = "()")]
 pub struct SetPolicy(pub StagePolicy);
 
+/// The rules' answer to `ask` for a stage with `policy` whose state is `lock` (changed in
+/// place): the stage actor's decision without the actor, so that models of the pipeline (the
+/// property tests) ask exactly what the actor asks.
+pub fn answer(
+    lock: &mut StageLock,
+    policy: &StagePolicy,
+    ask: Ask,
+    now: Now,
+) -> Result<Vec<Effect>, String> {
+    let p = policy;
+    match ask {
+        Ask::Arrive {
+            execution_id,
+            number,
+        } => Ok(rules::arrive(lock, p, &execution_id, number, now)),
+        Ask::Leave {
+            execution_id,
+            reason,
+        } => Ok(rules::leave(lock, p, &execution_id, reason, now)),
+        Ask::Withdraw { execution_id } => Ok(rules::withdraw(lock, p, &execution_id, now)),
+        Ask::Resume { execution_id } => rules::resume(lock, p, &execution_id, now),
+        Ask::SetTransition(t) => Ok(rules::set_transition(lock, p, t, now)),
+        Ask::Tick => Ok(rules::tick(lock, p, now)),
+        Ask::Reenter {
+            execution_id,
+            fence_token,
+        } => reentry::reenter(lock, p.mode, &execution_id, fence_token, now.ms).map(|e| vec![e]),
+        Ask::HandOver { execution_id } => {
+            Ok(reentry::hand_over_to_newest(lock, &execution_id, now.ms))
+        }
+    }
+}
+
 impl Handler<AskAt> for StageActor {
     type Result = MessageResult<AskAt>;
     fn handle(&mut self, msg: AskAt, _: &mut Context<Self>) -> Self::Result {
-        let (lock, p, now) = (&mut self.lock, &self.policy, msg.now);
-        let effects = match msg.ask {
-            Ask::Arrive {
-                execution_id,
-                number,
-            } => Ok(rules::arrive(lock, p, &execution_id, number, now)),
-            Ask::Leave {
-                execution_id,
-                reason,
-            } => Ok(rules::leave(lock, p, &execution_id, reason, now)),
-            Ask::Withdraw { execution_id } => Ok(rules::withdraw(lock, p, &execution_id, now)),
-            Ask::Resume { execution_id } => rules::resume(lock, p, &execution_id, now),
-            Ask::SetTransition(t) => Ok(rules::set_transition(lock, p, t, now)),
-            Ask::Tick => Ok(rules::tick(lock, p, now)),
-            Ask::Reenter {
-                execution_id,
-                fence_token,
-            } => {
-                reentry::reenter(lock, p.mode, &execution_id, fence_token, now.ms).map(|e| vec![e])
-            }
-            Ask::HandOver { execution_id } => {
-                Ok(reentry::hand_over_to_newest(lock, &execution_id, now.ms))
-            }
-        };
+        let effects = answer(&mut self.lock, &self.policy, msg.ask, msg.now);
         MessageResult(effects.map(|effects| Decision {
             effects,
             lock: self.lock.clone(),
