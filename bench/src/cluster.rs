@@ -25,6 +25,9 @@ pub struct Cluster {
     bin_dir: PathBuf,
     coordinator: Child,
     workers: Vec<Child>,
+    /// One HTTP/2 connection every client shares, as a long-lived client would (a new
+    /// connection per call would put TCP and HTTP/2 set-up into every figure).
+    channel: tokio::sync::OnceCell<Channel>,
 }
 
 /// Where the coordinator and worker binaries are: next to this one.
@@ -100,6 +103,7 @@ impl Cluster {
             bin_dir,
             coordinator,
             workers: Vec::new(),
+            channel: tokio::sync::OnceCell::new(),
         };
         let started = Instant::now();
         loop {
@@ -126,12 +130,19 @@ impl Cluster {
         self.coordinator.id()
     }
 
-    /// A new client connection.
+    /// A client on the cluster's shared connection (made on first use).
     pub async fn client(&self) -> anyhow::Result<PipelineServiceClient<Channel>> {
-        let channel = Endpoint::from_shared(self.addr.clone())?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await?;
+        let channel = self
+            .channel
+            .get_or_try_init(|| async {
+                Endpoint::from_shared(self.addr.clone())?
+                    .connect_timeout(Duration::from_secs(5))
+                    .connect()
+                    .await
+                    .map_err(anyhow::Error::from)
+            })
+            .await?
+            .clone();
         Ok(PipelineServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
     }
 

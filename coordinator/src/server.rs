@@ -252,7 +252,9 @@ pub async fn run_with_listeners(
         max_log_chunk_bytes: config.max_log_chunk_bytes,
     };
     let max = config.max_message_bytes;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // TCP_NODELAY: an offer or a cancel signal is one small frame; Nagle's algorithm would
+    // hold it back until the peer acknowledges the previous one (milliseconds on loopback).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let stop_serving = shutdown.child_token();
     let drain = {
         let (readiness, stop, grace) =

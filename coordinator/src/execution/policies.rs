@@ -9,7 +9,7 @@ use super::lanes::{LaneKey, lane_of};
 use super::txn::{Txn, Work};
 use crate::error::CoordError;
 use crate::events::Change;
-use crate::pipeline::{LaneScope, Lanes, QueueOrder, StageSpec};
+use crate::pipeline::{LaneScope, Lanes, Mode, QueueOrder, StageSpec};
 use crate::stage::actor::Ask;
 use crate::stage::rules::{Now, StageLock, Transition, why_waiting};
 use crate::stage::words::why_in_words;
@@ -54,6 +54,15 @@ impl PipelineActor {
     /// in an earlier stage (for `order: newest_first`).
     pub(super) fn moment(&self, key: &LaneKey) -> Now {
         let (stage, lane) = key;
+        let now = self.now();
+        // Only `order: newest_first` looks upstream: other stages skip the scan.
+        let policy = self.policy_of(stage);
+        if !(policy.mode == Mode::Queued && policy.order == QueueOrder::NewestFirst) {
+            return Now {
+                ms: now,
+                newest_upstream: None,
+            };
+        }
         let newest_upstream = self
             .executions
             .values()
@@ -72,7 +81,7 @@ impl PipelineActor {
             .map(|e| e.number)
             .max();
         Now {
-            ms: self.now(),
+            ms: now,
             newest_upstream,
         }
     }

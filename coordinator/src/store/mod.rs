@@ -416,7 +416,12 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        let ops: Vec<Op> = batch.iter().flat_map(|r| r.ops.iter().cloned()).collect();
+        let ops = last_write_wins(
+            batch
+                .iter_mut()
+                .flat_map(|r| std::mem::take(&mut r.ops))
+                .collect(),
+        );
         let started = std::time::Instant::now();
         let result = engine.apply(&ops);
         if let Some(m) = &metrics {
@@ -430,6 +435,23 @@ fn write_loop(
             let _ = request.done.send(result.clone());
         }
     }
+}
+
+/// The ops of one batch with every write but the last to each key left out: a busy
+/// pipeline rewrites the same execution record many times in one batch, and applying only
+/// the last one gives the same result inside one transaction.
+fn last_write_wins(ops: Vec<Op>) -> Vec<Op> {
+    let mut seen = std::collections::HashSet::with_capacity(ops.len());
+    let mut kept: Vec<Op> = ops
+        .into_iter()
+        .rev()
+        .filter(|op| {
+            let (Op::Put(tree, key, _) | Op::Delete(tree, key)) = op;
+            seen.insert((*tree, key.clone()))
+        })
+        .collect();
+    kept.reverse();
+    kept
 }
 
 /// Key `a \0 b`.
@@ -545,5 +567,37 @@ mod tests {
         writer.closed().await;
         let reopened = SledEngine::open(dir.path()).expect("reopen");
         assert!(reopened.get(Tree::Jobs, b"job-49").expect("get").is_some());
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_last_write_to_a_key_is_applied_and_order_is_kept() {
+        let ops = vec![
+            Op::Put(Tree::Executions, b"a".to_vec(), b"1".to_vec()),
+            Op::Put(Tree::Jobs, b"a".to_vec(), b"j".to_vec()),
+            Op::Put(Tree::Executions, b"b".to_vec(), b"1".to_vec()),
+            Op::Put(Tree::Executions, b"a".to_vec(), b"2".to_vec()),
+            Op::Delete(Tree::Executions, b"b".to_vec()),
+        ];
+        let kept: Vec<String> = last_write_wins(ops)
+            .iter()
+            .map(|op| match op {
+                Op::Put(t, k, v) => format!(
+                    "put {} {}={}",
+                    t.name(),
+                    String::from_utf8_lossy(k),
+                    String::from_utf8_lossy(v)
+                ),
+                Op::Delete(t, k) => format!("del {} {}", t.name(), String::from_utf8_lossy(k)),
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            ["put jobs a=j", "put executions a=2", "del executions b"]
+        );
     }
 }
