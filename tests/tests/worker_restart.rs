@@ -119,7 +119,12 @@ stages:
         numbers.len(),
         numbers.iter().zip(&expected).position(|(a, b)| a != b)
     );
-    for once in ["==> step 1/2", "<== step 1 exited 0", "==> step 2/2", "\nsecond step\n"] {
+    for once in [
+        "==> step 1/2",
+        "<== step 1 exited 0",
+        "==> step 2/2",
+        "\nsecond step\n",
+    ] {
         assert_eq!(text.matches(once).count(), 1, "{once:?} once in:\n{text}");
     }
     assert!(
@@ -129,7 +134,10 @@ stages:
 
     // Once the coordinator has applied the job's end, its spool is gone.
     let work_dir = again.log.parent().expect("dir").join("work");
-    eventually("the ended job's spool is removed", || spools(&work_dir) == 0).await;
+    eventually("the ended job's spool is removed", || {
+        spools(&work_dir) == 0
+    })
+    .await;
     drop(again);
     cluster.shutdown().await;
 }
@@ -186,7 +194,10 @@ stages:
     // The supervisor abandoned the job itself once its worker had been gone for the lease:
     // the step (its process group's leader) dies even before any worker comes back.
     eventually("the step dies without its worker", || !step_alive(pid)).await;
-    assert!(!baton_worker::proc_group::is_alive(pid), "its group is gone");
+    assert!(
+        !baton_worker::proc_group::is_alive(pid),
+        "its group is gone"
+    );
 
     // The worker comes back: it has nothing running, and the coordinator keeps the job Lost.
     let again = WorkerProcess::spawn(&cluster, "late", LINUX);
@@ -202,5 +213,62 @@ stages:
         Some(pb::JobStatus::Lost as i32)
     );
     drop(again);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_supervisor_is_killed_fails_and_its_steps_are_killed_first() {
+    let cluster = TestCluster::start_with(0, long_lease).await;
+    let worker = WorkerProcess::spawn(&cluster, "orphaner", LINUX);
+    cluster
+        .wait_worker("orphaner", pb::WorkerState::Connected)
+        .await;
+    let pid_file = cluster.scratch.path().join("step-pid");
+    cluster
+        .apply(&format!(
+            r#"
+name: headless
+stages:
+  - name: build
+    actions:
+      - name: wait
+        run: [ "echo $$ > {}; echo started; exec sleep 1000" ]
+"#,
+            pid_file.display()
+        ))
+        .await;
+    let exec = cluster.start_execution("headless", "main", "r1").await;
+    let job = cluster.wait_job_running("headless", &exec, "build").await;
+    cluster.wait_for_log(&job, "started").await;
+    let step: i32 = std::fs::read_to_string(&pid_file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    let work_dir = worker.log.parent().expect("dir").join("work");
+    let job_dir = work_dir.join(baton_worker::JOBS_DIR).join(&job);
+    let supervisor: i32 = std::fs::read_to_string(job_dir.join("pid"))
+        .expect("supervisor pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the supervisor");
+    let failed = cluster
+        .wait_status("headless", &exec, pb::ExecutionStatus::Failed)
+        .await;
+    let record = job_in(&failed, "build").expect("job");
+    assert_eq!(record.status, pb::JobStatus::Failed as i32);
+    assert!(
+        record.message.contains("supervisor ended"),
+        "{}",
+        record.message
+    );
+    assert!(!step_alive(step), "the step outlived its job's report");
+    drop(worker);
     cluster.shutdown().await;
 }

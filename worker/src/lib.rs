@@ -25,12 +25,12 @@ use tokio::sync::mpsc;
 
 pub use config::{Shutdown, WorkerConfig};
 pub use error::{WorkerError, chain};
-pub use runner::{JobContext, JobControl, JobEnd, JobEvent, Report, run_job};
 pub use job_dir::JOBS_DIR;
+pub use runner::{JobContext, JobControl, JobEnd, JobEvent, Report, run_job};
 pub use seams::{ChannelConnector, JobLauncher, LeftBehind, ProcessLauncher, Seams};
 pub use spool::Status;
-pub use supervised::SupervisedLauncher;
 pub use step::LOG_CHUNK;
+pub use supervised::SupervisedLauncher;
 
 /// Reports from all jobs waiting for the session loop.
 const REPORT_QUEUE: usize = 256;

@@ -20,6 +20,7 @@ use tokio::process::Child;
 use tokio::sync::mpsc;
 
 use crate::job_dir::JobDir;
+use crate::proc_group;
 use crate::runner::{JobContext, JobControl, JobEnd, JobEvent, Report};
 use crate::seams::{JobLauncher, LeftBehind};
 use crate::spool::SpoolReader;
@@ -28,6 +29,8 @@ use crate::spool::SpoolReader;
 const POLL_MIN: Duration = Duration::from_millis(10);
 /// Longest pause between two reads of a quiet spool.
 const POLL_MAX: Duration = Duration::from_millis(100);
+/// How long to keep killing what a dead supervisor left before reporting the job anyway.
+const SESSION_KILL_LIMIT: Duration = Duration::from_secs(10);
 
 /// Runs every job under a supervisor process started from `exe` (the `baton-worker` binary).
 #[derive(Debug, Clone)]
@@ -166,8 +169,7 @@ async fn follow(
         let quiet = events.is_empty();
         for event in events {
             let last = matches!(event, JobEvent::Finished(_) | JobEvent::Withdrawn);
-            if let JobEvent::Log { step: s, .. } | JobEvent::StepFinished { step: s, .. } = &event
-            {
+            if let JobEvent::Log { step: s, .. } | JobEvent::StepFinished { step: s, .. } = &event {
                 step = *s;
             }
             let job_id = job_id.clone();
@@ -177,7 +179,14 @@ async fn follow(
             }
         }
         if !running {
-            let message = "the job's supervisor ended without reporting the job's end".to_string();
+            let mut message =
+                "the job's supervisor ended without reporting the job's end".to_string();
+            // Its steps were in its session: none of them may outlive the report.
+            if let Some(sid) = job_dir.pid()
+                && !proc_group::kill_session(sid, SESSION_KILL_LIMIT).await
+            {
+                message.push_str(&format!("; processes of its session {sid} survive SIGKILL"));
+            }
             fail(&reports, &job_id, step, message).await;
             return;
         }
