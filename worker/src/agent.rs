@@ -98,10 +98,13 @@ impl Agent {
         self.launcher.forget(&self.config.work_dir, job_id);
     }
 
-    /// The first message of every session.
-    pub fn register(&self) -> WorkerMessage {
-        let mut running_jobs: Vec<String> = self.jobs.keys().cloned().collect();
+    /// The first message of every session. `ended` are jobs whose end the coordinator may not
+    /// have applied yet: they are listed as running too, so that the coordinator waits for
+    /// their end (sent right after) instead of taking them to be lost.
+    pub fn register(&self, ended: impl IntoIterator<Item = String>) -> WorkerMessage {
+        let mut running_jobs: Vec<String> = self.jobs.keys().cloned().chain(ended).collect();
         running_jobs.sort();
+        running_jobs.dedup();
         wire(Msg::Register(Register {
             name: self.config.name.clone(),
             labels: self.config.labels.clone().into_iter().collect(),

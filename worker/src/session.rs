@@ -140,7 +140,7 @@ impl Worker {
         seams: &Seams,
     ) -> Result<Ended, WorkerError> {
         // The lease and a shutdown keep running while we connect and wait for `Registered`.
-        let handshake = handshake(seams.connect(endpoint.clone()), self.agent.register());
+        let handshake = handshake(seams.connect(endpoint.clone()), self.register());
         tokio::pin!(handshake);
         let lease_end = self.lost_at.zip(self.lease).map(|(at, lease)| at + lease);
         let (out, mut inbound, registered) = loop {
@@ -337,6 +337,17 @@ impl Worker {
                 self.agent.acknowledged(&job_id);
             }
         }
+    }
+
+    /// `Register`, listing with the running jobs those whose end is not confirmed applied yet
+    /// (sent on the broken stream, or waiting to be sent).
+    fn register(&self) -> WorkerMessage {
+        let unconfirmed = self.finished.iter().map(|(_, job_id)| job_id.clone());
+        let waiting = self.pending.iter().filter_map(|m| match &m.msg {
+            Some(Msg::JobFinished(done)) => Some(done.job_id.clone()),
+            _ => None,
+        });
+        self.agent.register(unconfirmed.chain(waiting))
     }
 
     /// The coordinator will soon assume our jobs dead: make that true.

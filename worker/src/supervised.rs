@@ -19,7 +19,7 @@ use prost::Message;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 
-use crate::job_dir::JobDir;
+use crate::job_dir::{self, JobDir};
 use crate::proc_group;
 use crate::runner::{JobContext, JobControl, JobEnd, JobEvent, Report};
 use crate::seams::{JobLauncher, LeftBehind};
@@ -59,6 +59,11 @@ impl JobLauncher for SupervisedLauncher {
         Box::pin(async move {
             let job_dir = JobDir::new(&ctx.work_dir, &job.job_id);
             let job_id = job.job_id.clone();
+            if job_dir.supervisor_alive() {
+                // Already running here (this worker lost track of it): follow, start nothing.
+                follow(job_dir, job_id, reports, control, None).await;
+                return;
+            }
             match start(&exe, &job_dir, &job, &ctx) {
                 Ok(child) => follow(job_dir, job_id, reports, control, Some(child)).await,
                 Err(err) => {
@@ -181,8 +186,14 @@ async fn follow(
         if !running {
             let mut message =
                 "the job's supervisor ended without reporting the job's end".to_string();
-            // Its steps were in its session: none of them may outlive the report.
+            if let Some(why) = last_line(&job_dir.file("supervisor.log")) {
+                message.push_str(&format!(" ({why})"));
+            }
+            // Its steps were in its session: none of them may outlive the report. While any
+            // lives, its pid (the session id) cannot be reused; a live process with that pid
+            // is someone else's session leader, not ours.
             if let Some(sid) = job_dir.pid()
+                && !job_dir::process_alive(sid)
                 && !proc_group::kill_session(sid, SESSION_KILL_LIMIT).await
             {
                 message.push_str(&format!("; processes of its session {sid} survive SIGKILL"));
@@ -207,6 +218,13 @@ async fn follow(
             () = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// The last non-empty line of a small text file (the supervisor's own error, if it left one).
+fn last_line(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
+    Some(line.chars().take(300).collect())
 }
 
 fn supervisor_running(job_dir: &JobDir, child: &mut Option<Child>) -> bool {
