@@ -272,3 +272,63 @@ stages:
     drop(worker);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_ends_while_its_worker_is_down_is_reported_with_its_outcome_on_return() {
+    let cluster = TestCluster::start_with(0, long_lease).await;
+    let mut worker = WorkerProcess::spawn(&cluster, "napper", LINUX);
+    cluster
+        .wait_worker("napper", pb::WorkerState::Connected)
+        .await;
+    let gate = cluster.gate("r1");
+    cluster
+        .apply(&format!(
+            r#"
+name: quick
+stages:
+  - name: build
+    actions:
+      - name: finish
+        run: [ "echo before; until [ -f {} ]; do sleep 0.01; done; echo after; exit 3" ]
+"#,
+            gate.display()
+        ))
+        .await;
+    let exec = cluster.start_execution("quick", "main", "r1").await;
+    let job = cluster.wait_job_running("quick", &exec, "build").await;
+    cluster.wait_for_log(&job, "before").await;
+
+    worker.kill();
+    worker.wait().await;
+    cluster.open_gate("r1");
+    // No worker is there to tell anyone: the supervisor's status file is the only witness.
+    let status = worker
+        .log
+        .parent()
+        .expect("dir")
+        .join("work")
+        .join(baton_worker::JOBS_DIR)
+        .join(&job)
+        .join("status");
+    eventually("the job ends under its supervisor", || {
+        std::fs::read_to_string(&status).is_ok_and(|s| s.contains("end JOB_OUTCOME_FAILED 3"))
+    })
+    .await;
+
+    let again = WorkerProcess::spawn(&cluster, "napper", LINUX);
+    let failed = cluster
+        .wait_status("quick", &exec, pb::ExecutionStatus::Failed)
+        .await;
+    let record = job_in(&failed, "build").expect("job");
+    assert_eq!(
+        (record.status, record.exit_code, record.attempt),
+        (pb::JobStatus::Failed as i32, 3, 1),
+        "{record:?}"
+    );
+    let text = whole_log(&cluster, &job).await;
+    assert_eq!(text.matches("before\n").count(), 1, "{text}");
+    assert_eq!(text.matches("\nafter\n").count(), 1, "{text}");
+    assert!(text.contains("<== step 1 exited 3"), "{text}");
+    drop(again);
+    cluster.shutdown().await;
+}
