@@ -17,7 +17,9 @@ use crate::runner::{self, JobContext, JobControl, Report};
 /// Runs one job to its end: reports on `reports`, ending with exactly one `Finished` (or
 /// `Withdrawn`), and obeys `control`, as [`runner::run_job`] does.
 pub trait JobLauncher: Send + Sync + 'static {
-    /// The job, as a future the worker owns (dropping it must stop the job).
+    /// The job, as a future the worker owns (dropping it must stop the job, or, for jobs
+    /// that outlive the worker process, leave it to stop itself: see
+    /// [`crate::SupervisedLauncher`]).
     fn launch(
         &self,
         job: JobSpec,
