@@ -177,6 +177,20 @@ async fn follow(
             if let JobEvent::Log { step: s, .. } | JobEvent::StepFinished { step: s, .. } = &event {
                 step = *s;
             }
+            if last {
+                // It exits right after writing the end; once it has, its files can go.
+                let exited = async {
+                    while supervisor_running(&job_dir, &mut child) {
+                        tokio::time::sleep(POLL_MIN).await;
+                    }
+                };
+                if tokio::time::timeout(SESSION_KILL_LIMIT, exited)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(job_id, "the job's supervisor lingers after the job's end");
+                }
+            }
             let job_id = job_id.clone();
             let _ = reports.send(Report { job_id, event }).await;
             if last {
