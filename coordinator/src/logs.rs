@@ -127,7 +127,22 @@ impl LogHub {
 
     /// Appends `data` to a job's log. Beyond the cap, the rest is dropped: the log ends with
     /// one system line saying so.
-    pub fn append(&self, job_id: &str, step: u32, stream: i32, mut data: Vec<u8>) {
+    pub fn append(&self, job_id: &str, step: u32, stream: i32, data: Vec<u8>) {
+        self.append_at(job_id, None, step, stream, data);
+    }
+
+    /// [`Self::append`] for output whose place in the log the worker names (`offset`): the
+    /// bytes before what is stored already are dropped, so a worker that sends its log again
+    /// after a restart adds no duplicate. A chunk beyond the end (bytes never received) is
+    /// appended at the end, with a warning.
+    pub fn append_at(
+        &self,
+        job_id: &str,
+        offset: Option<u64>,
+        step: u32,
+        stream: i32,
+        mut data: Vec<u8>,
+    ) {
         if data.is_empty() {
             return;
         }
@@ -141,6 +156,23 @@ impl LogHub {
                 }),
                 None => self.entry(jobs, job_id),
             };
+            if let Some(offset) = offset {
+                if offset < log.next_offset {
+                    let have = usize::try_from(log.next_offset - offset).unwrap_or(usize::MAX);
+                    if have >= data.len() {
+                        tracing::debug!(job_id, offset, "log chunk stored already; dropped");
+                        return;
+                    }
+                    data.drain(..have);
+                } else if offset > log.next_offset {
+                    tracing::warn!(
+                        job_id,
+                        offset,
+                        stored = log.next_offset,
+                        "log chunk beyond the end of the stored log: bytes are missing"
+                    );
+                }
+            }
             if log.next_offset > self.cap {
                 return;
             }

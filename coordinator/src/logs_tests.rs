@@ -82,3 +82,22 @@ async fn an_ended_job_leaves_memory_and_its_followers_end() {
     assert_eq!(logs.jobs_in_memory(), 0);
     assert_eq!(text(&logs, "j1"), "hello world");
 }
+
+#[tokio::test]
+async fn output_sent_again_with_its_offset_is_stored_once() {
+    let (logs, store) = hub(1024);
+    logs.append_at("j1", Some(0), 0, 1, b"one\n".to_vec());
+    logs.append_at("j1", Some(4), 0, 1, b"two\n".to_vec());
+    // A restarted worker sends its whole spool again: one chunk overlaps the end.
+    logs.append_at("j1", Some(0), 0, 1, b"one\n".to_vec());
+    logs.append_at("j1", Some(4), 0, 1, b"two\nthree\n".to_vec());
+    logs.append_at("j1", Some(14), 0, 1, b"four\n".to_vec());
+    settle(&store).await;
+    assert_eq!(text(&logs, "j1"), "one\ntwo\nthree\nfour\n");
+
+    // After a coordinator restart the stored end still counts.
+    let again = LogHub::new(store.clone(), 1024);
+    again.append_at("j1", Some(14), 0, 1, b"four\nfive\n".to_vec());
+    settle(&store).await;
+    assert_eq!(text(&again, "j1"), "one\ntwo\nthree\nfour\nfive\n");
+}

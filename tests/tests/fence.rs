@@ -98,6 +98,7 @@ async fn reports_and_log_output_from_a_worker_that_does_not_hold_the_job_are_dro
             step: 0,
             stream: pb::LogStream::Stdout as i32,
             data: b"GHOST OUTPUT\n".to_vec(),
+            offset: None,
         }),
         Msg::JobFinished(pb::JobFinished {
             job_id: job.clone(),

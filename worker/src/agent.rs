@@ -26,10 +26,17 @@ use crate::seams::JobLauncher;
 /// Signals a job may have queued before it reads them.
 const CONTROL_QUEUE: usize = 8;
 
+/// A job this worker holds.
+struct Held {
+    control: mpsc::Sender<JobControl>,
+    /// Bytes of its log reported so far: the offset of the next chunk in the job's log.
+    log_offset: u64,
+}
+
 /// The worker's jobs and mode.
 pub(crate) struct Agent {
     config: WorkerConfig,
-    jobs: HashMap<String, mpsc::Sender<JobControl>>,
+    jobs: HashMap<String, Held>,
     tasks: JoinSet<()>,
     reports: mpsc::Sender<Report>,
     launcher: Arc<dyn JobLauncher>,
@@ -39,6 +46,9 @@ pub(crate) struct Agent {
     pub abandoning: bool,
     /// Identifies this worker process: report sequence numbers restart with it.
     incarnation: String,
+    /// The lease from the last `Registered`, handed to jobs (a supervised job waits that long
+    /// for a new worker process once this one is gone).
+    pub lease: Option<Duration>,
 }
 
 impl Agent {
@@ -63,13 +73,38 @@ impl Agent {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos())
             ),
+            lease: None,
         }
     }
 
-    /// The first message of every session.
-    pub fn register(&self) -> WorkerMessage {
-        let mut running_jobs: Vec<String> = self.jobs.keys().cloned().collect();
+    /// Follows again the jobs a previous process of this worker left running (or ended but
+    /// not yet applied by the coordinator); the next `Register` lists them.
+    pub fn reattach(&mut self) {
+        let found = self
+            .launcher
+            .left_behind(&self.config.work_dir, self.reports.clone());
+        for job in found {
+            let held = Held {
+                control: job.control,
+                log_offset: 0,
+            };
+            self.jobs.insert(job.job_id, held);
+            self.tasks.spawn(job.run);
+        }
+    }
+
+    /// The coordinator applied the job's end: nothing about it needs keeping any more.
+    pub fn acknowledged(&self, job_id: &str) {
+        self.launcher.forget(&self.config.work_dir, job_id);
+    }
+
+    /// The first message of every session. `ended` are jobs whose end the coordinator may not
+    /// have applied yet: they are listed as running too, so that the coordinator waits for
+    /// their end (sent right after) instead of taking them to be lost.
+    pub fn register(&self, ended: impl IntoIterator<Item = String>) -> WorkerMessage {
+        let mut running_jobs: Vec<String> = self.jobs.keys().cloned().chain(ended).collect();
         running_jobs.sort();
+        running_jobs.dedup();
         wire(Msg::Register(Register {
             name: self.config.name.clone(),
             labels: self.config.labels.clone().into_iter().collect(),
@@ -117,8 +152,8 @@ impl Agent {
     /// Abandon every running job (with its own grace); keep taking new ones.
     pub fn abandon_jobs(&self, why: &str) {
         tracing::warn!(running = self.jobs.len(), why, "abandoning running jobs");
-        for control in self.jobs.values() {
-            let _ = control.try_send(JobControl::Abandon { grace: None });
+        for held in self.jobs.values() {
+            let _ = held.control.try_send(JobControl::Abandon { grace: None });
         }
     }
 
@@ -201,11 +236,16 @@ impl Agent {
         }
         tracing::info!(job_id, steps = job.steps.len(), "starting job");
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
-        self.jobs.insert(job_id.clone(), control);
+        let held = Held {
+            control,
+            log_offset: 0,
+        };
+        self.jobs.insert(job_id.clone(), held);
         let ctx = JobContext {
             work_dir: self.config.work_dir.clone(),
             worker_name: self.config.name.clone(),
             coordinator: self.config.coordinator.clone(),
+            lease: self.lease,
         };
         let reports = self.reports.clone();
         self.tasks
@@ -218,8 +258,8 @@ impl Agent {
 
     fn control(&self, job_id: &str, control: JobControl) {
         match self.jobs.get(job_id) {
-            Some(tx) => {
-                if tx.try_send(control).is_err() {
+            Some(held) => {
+                if held.control.try_send(control).is_err() {
                     tracing::warn!(job_id, "job is not taking signals");
                 }
             }
@@ -231,12 +271,20 @@ impl Agent {
     pub fn on_report(&mut self, report: Report) -> Option<WorkerMessage> {
         let job_id = report.job_id;
         let msg = match report.event {
-            JobEvent::Log { step, stream, data } => Msg::Log(WorkerLog {
-                job_id,
-                step,
-                stream: stream as i32,
-                data,
-            }),
+            JobEvent::Log { step, stream, data } => {
+                let offset = self.jobs.get_mut(&job_id).map(|held| {
+                    let at = held.log_offset;
+                    held.log_offset += data.len() as u64;
+                    at
+                });
+                Msg::Log(WorkerLog {
+                    job_id,
+                    step,
+                    stream: stream as i32,
+                    data,
+                    offset,
+                })
+            }
             JobEvent::StepFinished { step, exit_code } => Msg::StepFinished(StepFinished {
                 job_id,
                 step,
@@ -257,6 +305,7 @@ impl Agent {
             JobEvent::Withdrawn => {
                 tracing::info!(job_id, "offer withdrawn before the job started");
                 self.jobs.remove(&job_id);
+                self.acknowledged(&job_id);
                 return None;
             }
         };

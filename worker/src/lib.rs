@@ -9,11 +9,15 @@ mod agent;
 pub mod cgroup;
 pub mod config;
 mod error;
+mod job_dir;
 pub mod proc_group;
 pub mod runner;
 pub mod seams;
 mod session;
+mod spool;
 mod step;
+mod supervised;
+pub mod supervisor;
 
 use std::collections::VecDeque;
 
@@ -21,9 +25,12 @@ use tokio::sync::mpsc;
 
 pub use config::{Shutdown, WorkerConfig};
 pub use error::{WorkerError, chain};
+pub use job_dir::JOBS_DIR;
 pub use runner::{JobContext, JobControl, JobEnd, JobEvent, Report, run_job};
-pub use seams::{ChannelConnector, JobLauncher, ProcessLauncher, Seams};
+pub use seams::{ChannelConnector, JobLauncher, LeftBehind, ProcessLauncher, Seams};
+pub use spool::Status;
 pub use step::LOG_CHUNK;
+pub use supervised::SupervisedLauncher;
 
 /// Reports from all jobs waiting for the session loop.
 const REPORT_QUEUE: usize = 256;
@@ -33,6 +40,29 @@ const REPORT_QUEUE: usize = 256;
 /// Reconnects with backoff when the coordinator goes away, keeping its jobs running; returns an
 /// error only for bad configuration or when the coordinator refuses it (bad token) while idle.
 pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerError> {
+    run_in_work_dir(config, shutdown, Seams::default()).await
+}
+
+/// [`run`] with every job under its own supervisor process, `exe supervise <job-dir>` (`exe`
+/// is the `baton-worker` binary): jobs outlive this process, and the same worker (same name
+/// and work dir) started again within its lease re-attaches them. What `baton-worker` runs.
+pub async fn run_supervised(
+    config: WorkerConfig,
+    shutdown: Shutdown,
+    exe: std::path::PathBuf,
+) -> Result<(), WorkerError> {
+    let seams = Seams {
+        launcher: std::sync::Arc::new(SupervisedLauncher::new(exe)),
+        connector: None,
+    };
+    run_in_work_dir(config, shutdown, seams).await
+}
+
+async fn run_in_work_dir(
+    config: WorkerConfig,
+    shutdown: Shutdown,
+    seams: Seams,
+) -> Result<(), WorkerError> {
     config.validate()?;
     tokio::fs::create_dir_all(&config.work_dir)
         .await
@@ -41,7 +71,7 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerE
             path: config.work_dir.clone(),
             source,
         })?;
-    run_with(config, shutdown, Seams::default()).await
+    run_with(config, shutdown, seams).await
 }
 
 /// [`run`] with its jobs run and its channel opened by `seams`. Does not create `work_dir`
@@ -55,8 +85,10 @@ pub async fn run_with(
     let endpoint = session::endpoint(&config)?;
     let (reports_tx, reports) = mpsc::channel(REPORT_QUEUE);
     let backoff = config.reconnect_backoff;
+    let mut agent = agent::Agent::new(config, reports_tx, seams.launcher.clone());
+    agent.reattach();
     let worker = session::Worker {
-        agent: agent::Agent::new(config, reports_tx, seams.launcher.clone()),
+        agent,
         reports,
         pending: VecDeque::new(),
         shutdown,
@@ -67,6 +99,7 @@ pub async fn run_with(
         lease_expired: false,
         next_seq: 1,
         unacked: VecDeque::new(),
+        finished: VecDeque::new(),
     };
     worker.run(endpoint, &seams).await
 }

@@ -1,5 +1,8 @@
 //! `baton-worker`: parses flags, sets up logging, turns SIGTERM/SIGINT into a drain (the first)
-//! and an abandon (the second), and runs [`baton_worker::run`].
+//! and an abandon (the second), and runs [`baton_worker::run_supervised`].
+//!
+//! `baton-worker supervise <job-dir>` (not in `--help`) is the job supervisor the worker starts
+//! for each job: see [`baton_worker::supervisor`].
 
 use std::process::ExitCode;
 
@@ -26,8 +29,22 @@ fn load() -> Result<WorkerConfig, ConfigError> {
     Ok(loaded.settings)
 }
 
+fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == "supervise") {
+        return match args.next() {
+            Some(dir) => baton_worker::supervisor::main(std::path::Path::new(&dir)),
+            None => {
+                eprintln!("usage: baton-worker supervise <job-dir>");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    worker_main()
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn worker_main() -> ExitCode {
     let config = match load() {
         Ok(config) => config,
         Err(err) => err.exit(),
@@ -46,7 +63,14 @@ async fn main() -> ExitCode {
         eprintln!("baton-worker: cannot install signal handlers: {err}");
         return ExitCode::FAILURE;
     }
-    match baton_worker::run(config, shutdown).await {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(err) => {
+            eprintln!("baton-worker: cannot find its own binary to supervise jobs with: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match baton_worker::run_supervised(config, shutdown, exe).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(err = %baton_worker::chain(&err), "worker stopped");

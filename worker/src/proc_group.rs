@@ -42,12 +42,55 @@ fn fallback_members(pgid: i32) -> Vec<i32> {
 /// Parses `state` and `pgrp` from a `/proc/<pid>/stat` line. The command name (field 2) may
 /// contain spaces and parentheses, so fields are counted from the last `)`.
 fn parse_stat(stat: &str) -> Option<(char, i32)> {
+    parse_stat_session(stat).map(|(state, pgrp, _)| (state, pgrp))
+}
+
+/// `state`, `pgrp` and `session` from a `/proc/<pid>/stat` line.
+fn parse_stat_session(stat: &str) -> Option<(char, i32, i32)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace();
     let state = fields.next()?.chars().next()?;
     let _ppid = fields.next()?;
     let pgrp = fields.next()?.parse().ok()?;
-    Some((state, pgrp))
+    let session = fields.next()?.parse().ok()?;
+    Some((state, pgrp, session))
+}
+
+/// The pids of the live processes of session `sid` (every process group in it).
+pub fn session_members(sid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| parse_stat_session(&stat))
+                .is_some_and(|(state, _, session)| session == sid && state != 'Z' && state != 'X')
+        })
+        .collect()
+}
+
+/// SIGKILL to every process of session `sid` until none is left (a job whose supervisor, the
+/// session's leader, died without cleaning up). Gives up after `limit`; true when none is left.
+pub async fn kill_session(sid: i32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let members = session_members(sid);
+        if members.is_empty() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        for pid in members {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        sleep(pause).await;
+        pause = (pause * 2).min(POLL_MAX);
+    }
 }
 
 /// True while any live process is in group `pgid`.
@@ -143,6 +186,12 @@ mod tests {
     fn stat_with_odd_command_name_parses() {
         let line = "1234 (a (weird) name) S 1 4321 4321 0 -1 4194560 100";
         assert_eq!(parse_stat(line), Some(('S', 4321)));
+    }
+
+    #[test]
+    fn stat_session_is_the_field_after_the_group() {
+        let line = "1234 (sh) S 1 4321 777 0 -1 4194560 100";
+        assert_eq!(parse_stat_session(line), Some(('S', 4321, 777)));
     }
 
     #[test]

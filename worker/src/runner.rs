@@ -94,6 +94,10 @@ pub struct JobContext {
     /// The coordinator's address, exported to steps as `BATON_ADDR` so that a step can run
     /// `baton fence check` (or any `baton` command) against the coordinator that sent it.
     pub coordinator: String,
+    /// The worker's lease (from the coordinator): how long a supervised job waits for a
+    /// worker process to take it over once its own is gone, before it abandons itself. `None`:
+    /// 15 s. [`run_job`] does not use it.
+    pub lease: Option<Duration>,
 }
 
 /// Runs `spec` to its end and returns how it ended (`None` if withdrawn); the same end is the

@@ -1,8 +1,10 @@
 //! What a worker can be given in place of the real thing, for simulations and embedding: how a
 //! job is run ([`JobLauncher`]; the default runs its steps as processes) and how the channel to
 //! the coordinator is opened ([`ChannelConnector`]; the default dials TCP). The session, the
-//! lease and self-fencing are the same either way.
+//! lease and self-fencing are the same either way. The `baton-worker` binary launches jobs
+//! with [`crate::SupervisedLauncher`], so that they survive a restart of the worker process.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use baton_proto::v1::JobSpec;
@@ -15,7 +17,9 @@ use crate::runner::{self, JobContext, JobControl, Report};
 /// Runs one job to its end: reports on `reports`, ending with exactly one `Finished` (or
 /// `Withdrawn`), and obeys `control`, as [`runner::run_job`] does.
 pub trait JobLauncher: Send + Sync + 'static {
-    /// The job, as a future the worker owns (dropping it must stop the job).
+    /// The job, as a future the worker owns (dropping it must stop the job, or, for jobs
+    /// that outlive the worker process, leave it to stop itself: see
+    /// [`crate::SupervisedLauncher`]).
     fn launch(
         &self,
         job: JobSpec,
@@ -23,6 +27,30 @@ pub trait JobLauncher: Send + Sync + 'static {
         reports: mpsc::Sender<Report>,
         control: mpsc::Receiver<JobControl>,
     ) -> BoxFuture<'static, ()>;
+
+    /// Jobs a previous process of this worker left under `work_dir` (still running, or ended
+    /// with the end not yet applied by the coordinator), to be followed again; each reports
+    /// on `reports` as a launched job does. Default: none (jobs die with their worker).
+    fn left_behind(&self, work_dir: &Path, reports: mpsc::Sender<Report>) -> Vec<LeftBehind> {
+        let _ = (work_dir, reports);
+        Vec::new()
+    }
+
+    /// The coordinator has applied the job's end (or it was withdrawn): drop what was kept
+    /// for a later worker process. Default: nothing kept.
+    fn forget(&self, work_dir: &Path, job_id: &str) {
+        let _ = (work_dir, job_id);
+    }
+}
+
+/// A job found again by [`JobLauncher::left_behind`].
+pub struct LeftBehind {
+    /// The job.
+    pub job_id: String,
+    /// Signals for it.
+    pub control: mpsc::Sender<JobControl>,
+    /// Follows it to its end (as [`JobLauncher::launch`] does).
+    pub run: BoxFuture<'static, ()>,
 }
 
 /// The real launcher: every step as `sh -c` in its own process group.

@@ -68,6 +68,9 @@ pub(crate) struct Worker {
     pub next_seq: u64,
     /// Reports sent but not yet confirmed applied, oldest first.
     pub unacked: VecDeque<WorkerMessage>,
+    /// Sequence numbers of the `JobFinished` reports not yet confirmed applied, with their job:
+    /// once applied, the job's spool can go.
+    pub finished: VecDeque<(u64, String)>,
 }
 
 /// How a connection ended.
@@ -137,7 +140,7 @@ impl Worker {
         seams: &Seams,
     ) -> Result<Ended, WorkerError> {
         // The lease and a shutdown keep running while we connect and wait for `Registered`.
-        let handshake = handshake(seams.connect(endpoint.clone()), self.agent.register());
+        let handshake = handshake(seams.connect(endpoint.clone()), self.register());
         tokio::pin!(handshake);
         let lease_end = self.lost_at.zip(self.lease).map(|(at, lease)| at + lease);
         let (out, mut inbound, registered) = loop {
@@ -151,6 +154,7 @@ impl Worker {
             }
         };
         self.lease = (registered.lease_ms > 0).then(|| Duration::from_millis(registered.lease_ms));
+        self.agent.lease = self.lease;
         let period = match registered.heartbeat_interval_ms {
             0 => DEFAULT_HEARTBEAT,
             ms => Duration::from_millis(ms),
@@ -170,6 +174,7 @@ impl Worker {
         }
         // What the coordinator did not apply from the last stream goes again, in order.
         self.unacked.retain(|m| m.seq > registered.resume_after);
+        self.applied(registered.resume_after);
         for msg in self.unacked.clone() {
             if out.send(msg).await.is_err() {
                 return lost("stream closed while re-sending reports".into());
@@ -200,6 +205,7 @@ impl Worker {
                     match msg {
                         Ok(Some(CoordinatorMessage { msg: Some(CMsg::Applied(a)) })) => {
                             self.unacked.retain(|m| m.seq > a.upto);
+                            self.applied(a.upto);
                         }
                         Ok(Some(msg)) => replies = self.agent.on_message(msg),
                         Ok(None) => return lost("the coordinator closed the stream".into()),
@@ -247,9 +253,20 @@ impl Worker {
         let bye = self.stamp(self.agent.goodbye());
         let _ = out.send(bye).await;
         drop(out);
-        let closed = async { while let Ok(Some(_)) = inbound.message().await {} };
-        if tokio::time::timeout(GOODBYE_TIMEOUT, closed).await.is_err() {
-            tracing::warn!("the coordinator did not close the stream after goodbye");
+        let closed = async {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return true,
+                    Err(_) => return false,
+                }
+            }
+        };
+        match tokio::time::timeout(GOODBYE_TIMEOUT, closed).await {
+            // It closed its half after our goodbye: it has everything we sent.
+            Ok(true) => self.applied(u64::MAX),
+            Ok(false) => {}
+            Err(_) => tracing::warn!("the coordinator did not close the stream after goodbye"),
         }
         Ended::Done
     }
@@ -304,7 +321,33 @@ impl Worker {
             tracing::warn!("too many unconfirmed reports; the oldest can no longer be re-sent");
         }
         self.unacked.push_back(msg.clone());
+        if let Some(Msg::JobFinished(done)) = &msg.msg {
+            self.finished.push_back((msg.seq, done.job_id.clone()));
+        }
         msg
+    }
+
+    /// The coordinator has applied every report up to `upto`: jobs whose end is among them
+    /// are forgotten.
+    fn applied(&mut self, upto: u64) {
+        while let Some((seq, _)) = self.finished.front()
+            && *seq <= upto
+        {
+            if let Some((_, job_id)) = self.finished.pop_front() {
+                self.agent.acknowledged(&job_id);
+            }
+        }
+    }
+
+    /// `Register`, listing with the running jobs those whose end is not confirmed applied yet
+    /// (sent on the broken stream, or waiting to be sent).
+    fn register(&self) -> WorkerMessage {
+        let unconfirmed = self.finished.iter().map(|(_, job_id)| job_id.clone());
+        let waiting = self.pending.iter().filter_map(|m| match &m.msg {
+            Some(Msg::JobFinished(done)) => Some(done.job_id.clone()),
+            _ => None,
+        });
+        self.agent.register(unconfirmed.chain(waiting))
     }
 
     /// The coordinator will soon assume our jobs dead: make that true.

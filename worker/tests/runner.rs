@@ -44,6 +44,7 @@ impl Harness {
             work_dir: dir.path().to_path_buf(),
             worker_name: "test-worker".into(),
             coordinator: "http://127.0.0.1:7411".into(),
+            lease: None,
         };
         let task = tokio::spawn(run_job(spec, ctx, events_tx, control_rx));
         Self {

@@ -156,7 +156,7 @@ impl Handler<FromSession> for Dispatcher {
             FromWorker::Log(log) => {
                 if holds(self, &log.job_id) {
                     self.logs
-                        .append(&log.job_id, log.step, log.stream, log.data);
+                        .append_at(&log.job_id, log.offset, log.step, log.stream, log.data);
                 } else {
                     tracing::warn!(job_id = %log.job_id, %worker, "dropped log output of a job this worker does not hold");
                 }

@@ -1,0 +1,293 @@
+//! Jobs that outlive the worker process: [`SupervisedLauncher`] starts each job under its own
+//! supervisor (`baton-worker supervise`, see `supervisor.rs`) and follows the job's spool,
+//! turning it back into the [`JobEvent`]s an in-process job reports; signals for the job go to
+//! the supervisor through the control file.
+//!
+//! A worker started again with the same work dir finds the jobs the previous process left
+//! ([`JobLauncher::left_behind`]): running ones (their supervisor holds the lock) and ended
+//! ones whose end the coordinator had not applied yet. It follows each from the start of its
+//! spool; the coordinator keeps only the log bytes past what it already has (log offsets count
+//! from the spool's start).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use baton_proto::v1::{JobOutcome, JobSpec, LogStream};
+use futures::future::BoxFuture;
+use prost::Message;
+use tokio::process::Child;
+use tokio::sync::mpsc;
+
+use crate::job_dir::{self, JobDir};
+use crate::proc_group;
+use crate::runner::{JobContext, JobControl, JobEnd, JobEvent, Report};
+use crate::seams::{JobLauncher, LeftBehind};
+use crate::spool::SpoolReader;
+
+/// Shortest pause between two reads of a spool (right after new output).
+const POLL_MIN: Duration = Duration::from_millis(10);
+/// Longest pause between two reads of a quiet spool.
+const POLL_MAX: Duration = Duration::from_millis(100);
+/// How long to keep killing what a dead supervisor left before reporting the job anyway.
+const SESSION_KILL_LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs every job under a supervisor process started from `exe` (the `baton-worker` binary).
+#[derive(Debug, Clone)]
+pub struct SupervisedLauncher {
+    exe: PathBuf,
+}
+
+impl SupervisedLauncher {
+    /// Supervisors are `exe supervise <job-dir>`.
+    pub fn new(exe: PathBuf) -> Self {
+        Self { exe }
+    }
+}
+
+impl JobLauncher for SupervisedLauncher {
+    /// Dropping the returned future stops following the job, not the job: its supervisor
+    /// abandons it once this worker process has been gone for its lease.
+    fn launch(
+        &self,
+        job: JobSpec,
+        ctx: JobContext,
+        reports: mpsc::Sender<Report>,
+        control: mpsc::Receiver<JobControl>,
+    ) -> BoxFuture<'static, ()> {
+        let exe = self.exe.clone();
+        Box::pin(async move {
+            let job_dir = JobDir::new(&ctx.work_dir, &job.job_id);
+            let job_id = job.job_id.clone();
+            if job_dir.supervisor_alive() {
+                // Already running here (this worker lost track of it): follow, start nothing.
+                follow(job_dir, job_id, reports, control, None).await;
+                return;
+            }
+            match start(&exe, &job_dir, &job, &ctx) {
+                Ok(child) => follow(job_dir, job_id, reports, control, Some(child)).await,
+                Err(err) => {
+                    let message = format!("cannot start the job's supervisor: {err}");
+                    fail(&reports, &job_id, 0, message).await;
+                }
+            }
+        })
+    }
+
+    fn left_behind(&self, work_dir: &Path, reports: mpsc::Sender<Report>) -> Vec<LeftBehind> {
+        let mut found = Vec::new();
+        for job_dir in JobDir::all(work_dir) {
+            let spec = std::fs::read(job_dir.file("job"))
+                .ok()
+                .and_then(|b| JobSpec::decode(b.as_slice()).ok());
+            let Some(spec) = spec.filter(|s| !s.job_id.is_empty()) else {
+                if !job_dir.supervisor_alive() {
+                    tracing::warn!(dir = %job_dir.dir.display(), "removing a job directory without a job");
+                    let _ = std::fs::remove_dir_all(&job_dir.dir);
+                }
+                continue;
+            };
+            if let Err(err) = job_dir.attach(None) {
+                tracing::warn!(job_id = %spec.job_id, %err, "cannot take the job over");
+            }
+            tracing::info!(
+                job_id = %spec.job_id,
+                running = job_dir.supervisor_alive(),
+                "re-attaching a job a previous worker process left"
+            );
+            let (control, control_rx) = mpsc::channel(8);
+            let job_id = spec.job_id;
+            let run = Box::pin(follow(
+                job_dir,
+                job_id.clone(),
+                reports.clone(),
+                control_rx,
+                None,
+            ));
+            found.push(LeftBehind {
+                job_id,
+                control,
+                run,
+            });
+        }
+        found
+    }
+
+    fn forget(&self, work_dir: &Path, job_id: &str) {
+        let job_dir = JobDir::new(work_dir, job_id);
+        if job_dir.supervisor_alive() {
+            return;
+        }
+        if let Err(err) = std::fs::remove_dir_all(&job_dir.dir)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(job_id, %err, "cannot remove the job's spool");
+        }
+    }
+}
+
+/// Writes the job's files and starts its supervisor.
+fn start(exe: &Path, job_dir: &JobDir, job: &JobSpec, ctx: &JobContext) -> std::io::Result<Child> {
+    if job_dir.dir.exists() && !job_dir.supervisor_alive() {
+        // Left from an earlier offer of the same job that never started.
+        std::fs::remove_dir_all(&job_dir.dir)?;
+    }
+    std::fs::create_dir_all(&job_dir.dir)?;
+    std::fs::write(job_dir.file("job"), job.encode_to_vec())?;
+    let context = format!("{}\n{}\n", ctx.worker_name, ctx.coordinator);
+    std::fs::write(job_dir.file("context"), context)?;
+    job_dir.attach(ctx.lease)?;
+    let log = std::fs::File::create(job_dir.file("supervisor.log"))?;
+    tokio::process::Command::new(exe)
+        .arg("supervise")
+        .arg(&job_dir.dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+}
+
+/// Reports the job's spool as it grows, until its end; passes `control` on to the supervisor.
+/// `child` is the supervisor when this process started it (else its lock says whether it runs).
+async fn follow(
+    job_dir: JobDir,
+    job_id: String,
+    reports: mpsc::Sender<Report>,
+    control: mpsc::Receiver<JobControl>,
+    mut child: Option<Child>,
+) {
+    let mut reader = SpoolReader::new(job_dir.file("spool"));
+    let mut control = Some(control);
+    let mut pause = POLL_MIN;
+    let mut step = 0;
+    loop {
+        // Looked at before reading: if it had ended, this read sees all it ever wrote.
+        let running = supervisor_running(&job_dir, &mut child);
+        let events = match reader.read_new() {
+            Ok(events) => events,
+            Err(err) => {
+                let message = format!("cannot read the job's spool: {err}");
+                fail(&reports, &job_id, step, message).await;
+                return;
+            }
+        };
+        let quiet = events.is_empty();
+        for event in events {
+            let last = matches!(event, JobEvent::Finished(_) | JobEvent::Withdrawn);
+            if let JobEvent::Log { step: s, .. } | JobEvent::StepFinished { step: s, .. } = &event {
+                step = *s;
+            }
+            if last {
+                // It exits right after writing the end; once it has, its files can go.
+                let exited = async {
+                    while supervisor_running(&job_dir, &mut child) {
+                        tokio::time::sleep(POLL_MIN).await;
+                    }
+                };
+                if tokio::time::timeout(SESSION_KILL_LIMIT, exited)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(job_id, "the job's supervisor lingers after the job's end");
+                }
+            }
+            let job_id = job_id.clone();
+            let _ = reports.send(Report { job_id, event }).await;
+            if last {
+                return;
+            }
+        }
+        if !running {
+            let mut message =
+                "the job's supervisor ended without reporting the job's end".to_string();
+            if let Some(why) = last_line(&job_dir.file("supervisor.log")) {
+                message.push_str(&format!(" ({why})"));
+            }
+            // Its steps were in its session: none of them may outlive the report. While any
+            // lives, its pid (the session id) cannot be reused; a live process with that pid
+            // is someone else's session leader, not ours.
+            if let Some(sid) = job_dir.pid()
+                && !job_dir::process_alive(sid)
+                && !proc_group::kill_session(sid, SESSION_KILL_LIMIT).await
+            {
+                message.push_str(&format!("; processes of its session {sid} survive SIGKILL"));
+            }
+            fail(&reports, &job_id, step, message).await;
+            return;
+        }
+        pause = match quiet {
+            true => (pause * 2).min(POLL_MAX),
+            false => POLL_MIN,
+        };
+        tokio::select! {
+            ctl = recv(&mut control) => match ctl {
+                Some(ctl) => {
+                    if let Err(err) = job_dir.control(&control_line(&ctl)) {
+                        tracing::warn!(job_id, %err, ?ctl, "cannot pass a signal to the job's supervisor");
+                    }
+                    pause = POLL_MIN;
+                }
+                None => control = None,
+            },
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// The last non-empty line of a small text file (the supervisor's own error, if it left one).
+fn last_line(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
+    Some(line.chars().take(300).collect())
+}
+
+fn supervisor_running(job_dir: &JobDir, child: &mut Option<Child>) -> bool {
+    match child {
+        // Our own child: waiting on it also reaps it.
+        Some(c) => match c.try_wait() {
+            Ok(None) => true,
+            Ok(Some(_)) | Err(_) => {
+                *child = None;
+                false
+            }
+        },
+        None => job_dir.supervisor_alive(),
+    }
+}
+
+fn control_line(control: &JobControl) -> String {
+    match control {
+        JobControl::Drain => "drain".into(),
+        JobControl::Withdraw => "withdraw".into(),
+        JobControl::Abandon { grace: None } => "abandon".into(),
+        JobControl::Abandon { grace: Some(g) } => format!("abandon {}", g.as_millis()),
+    }
+}
+
+/// Next signal; pends forever once the sender is gone and `None` was seen.
+async fn recv(control: &mut Option<mpsc::Receiver<JobControl>>) -> Option<JobControl> {
+    match control {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reports a job that cannot go on: a SYSTEM line saying why, then the end.
+async fn fail(reports: &mpsc::Sender<Report>, job_id: &str, step: u32, message: String) {
+    tracing::warn!(job_id, %message, "supervised job failed");
+    let line = JobEvent::Log {
+        step,
+        stream: LogStream::System,
+        data: format!("{message}\n").into_bytes(),
+    };
+    let end = JobEvent::Finished(JobEnd {
+        outcome: JobOutcome::Failed,
+        exit_code: -1,
+        message,
+        steps_done: 0,
+    });
+    for event in [line, end] {
+        let job_id = job_id.to_string();
+        let _ = reports.send(Report { job_id, event }).await;
+    }
+}

@@ -1,0 +1,210 @@
+//! The job supervisor: `baton-worker supervise <job-dir>`, one process per job, started by the
+//! worker and outliving it, so that a worker process killed and started again finds its jobs
+//! still running and their output complete.
+//!
+//! It runs the job exactly as an in-process worker does ([`run_job`]: each step in its own
+//! process group, cancel signal, grace, SIGKILL, timeout, drain) in a session of its own, and
+//! writes every event to the job's spool and status file (see `job_dir.rs` for the files).
+//! It takes `drain`, `abandon [GRACE_MS]` and `withdraw` from the control file, read on SIGUSR1
+//! and every [`CONTROL_POLL`].
+//!
+//! It never runs a job nobody can stop: once the worker process it belongs to (`attached`) has
+//! been gone for that worker's lease with no new one attached, it abandons the job itself, as
+//! the worker would have done once cut off from the coordinator for its lease.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use baton_proto::v1::{JobSpec, LogStream};
+use prost::Message;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::job_dir::{JobDir, process_alive};
+use crate::runner::{JobContext, JobControl, JobEvent, run_job};
+use crate::spool::{SpoolWriter, Status, write_atomic};
+
+/// How often the control file and the worker's liveness are read without a signal.
+pub const CONTROL_POLL: Duration = Duration::from_millis(200);
+
+/// Signals queued for the job before it reads them.
+const CONTROL_QUEUE: usize = 64;
+
+/// Runs the supervisor for the job in `dir` to the job's end. For `main.rs`.
+pub fn main(dir: &Path) -> ExitCode {
+    // A session of its own: nothing sent to the worker's group or terminal reaches the job.
+    // (It fails only for a group leader, which a freshly spawned process is not.)
+    if let Err(errno) = nix::unistd::setsid() {
+        eprintln!("baton-worker supervise: setsid: {errno}");
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("baton-worker supervise: cannot start a runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let job_dir = JobDir {
+        dir: dir.to_path_buf(),
+    };
+    match runtime.block_on(supervise(job_dir)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("baton-worker supervise {}: {err}", dir.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn supervise(job_dir: JobDir) -> Result<(), String> {
+    let _lock = job_dir.lock()?;
+    let mut wake = signal(SignalKind::user_defined1())
+        .map_err(|e| format!("cannot install the SIGUSR1 handler: {e}"))?;
+    write_atomic(
+        &job_dir.file("pid"),
+        format!("{}\n", std::process::id()).as_bytes(),
+    )
+    .map_err(|e| format!("cannot write the pid file: {e}"))?;
+    let spec = std::fs::read(job_dir.file("job"))
+        .map_err(|e| format!("cannot read the job: {e}"))
+        .and_then(|b| JobSpec::decode(b.as_slice()).map_err(|e| format!("bad job file: {e}")))?;
+    let context = std::fs::read_to_string(job_dir.file("context"))
+        .map_err(|e| format!("cannot read the context: {e}"))?;
+    let mut lines = context.lines();
+    let ctx = JobContext {
+        work_dir: job_dir
+            .work_dir()
+            .ok_or("the job directory has no work dir above it")?
+            .to_path_buf(),
+        worker_name: lines.next().unwrap_or_default().to_string(),
+        coordinator: lines.next().unwrap_or_default().to_string(),
+        lease: None,
+    };
+    let mut spool = SpoolWriter::open(&job_dir.file("spool"))
+        .map_err(|e| format!("cannot open the spool: {e}"))?;
+    let (events_tx, mut events) = mpsc::channel(256);
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+    let job = tokio::spawn(run_job(spec, ctx, events_tx, control_rx));
+    let mut state = State {
+        job_dir,
+        control: control_tx,
+        read_lines: 0,
+        status: Status::default(),
+        step: 0,
+        orphaned_since: None,
+        fenced: false,
+    };
+    let mut tick = tokio::time::interval(CONTROL_POLL);
+    loop {
+        tokio::select! {
+            report = events.recv() => match report {
+                Some(report) => state.record(&mut spool, report.event),
+                // `run_job` has returned: its last event (the end) is written.
+                None => break,
+            },
+            _ = wake.recv() => state.read_control(),
+            _ = tick.tick() => {
+                state.read_control();
+                if let Some(line) = state.fence() {
+                    let step = state.step;
+                    state.record(&mut spool, JobEvent::Log {
+                        step,
+                        stream: LogStream::System,
+                        data: line.into_bytes(),
+                    });
+                }
+            }
+        }
+    }
+    let _ = job.await;
+    Ok(())
+}
+
+struct State {
+    job_dir: JobDir,
+    control: mpsc::Sender<JobControl>,
+    /// Control lines already acted on.
+    read_lines: usize,
+    status: Status,
+    /// The step the last event was about (for lines the supervisor writes itself).
+    step: u32,
+    /// Since when the attached worker process is gone.
+    orphaned_since: Option<Instant>,
+    /// The job was abandoned because its worker stayed gone.
+    fenced: bool,
+}
+
+impl State {
+    /// Writes one event to the spool (and the status file when a step or the job ended).
+    fn record(&mut self, spool: &mut SpoolWriter, event: JobEvent) {
+        if let JobEvent::Log { step, .. } | JobEvent::StepFinished { step, .. } = &event {
+            self.step = *step;
+        }
+        if let Err(err) = spool.append(&event) {
+            eprintln!("cannot write to the spool: {err}");
+        }
+        if !matches!(event, JobEvent::Log { .. }) {
+            self.status.apply(&event);
+            if let Err(err) = self.status.write(&self.job_dir.file("status")) {
+                eprintln!("cannot write the status file: {err}");
+            }
+        }
+    }
+
+    /// Acts on the control lines added since the last read (complete lines only).
+    fn read_control(&mut self) {
+        let Ok(text) = std::fs::read_to_string(self.job_dir.file("control")) else {
+            return;
+        };
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        let lines: Vec<&str> = complete.lines().collect();
+        for line in lines.iter().skip(self.read_lines) {
+            let mut words = line.split_whitespace();
+            let control = match (words.next(), words.next()) {
+                (Some("drain"), _) => JobControl::Drain,
+                (Some("withdraw"), _) => JobControl::Withdraw,
+                (Some("abandon"), grace) => JobControl::Abandon {
+                    grace: grace
+                        .and_then(|ms| ms.parse().ok())
+                        .map(Duration::from_millis),
+                },
+                _ => {
+                    eprintln!("unknown control line {line:?}");
+                    continue;
+                }
+            };
+            if self.control.try_send(control).is_err() {
+                eprintln!("the job is not taking signals");
+            }
+        }
+        self.read_lines = self.read_lines.max(lines.len());
+    }
+
+    /// Abandons the job once its worker process has been gone for the lease; returns the line
+    /// that says so.
+    fn fence(&mut self) -> Option<String> {
+        if self.fenced {
+            return None;
+        }
+        let (pid, lease) = self.job_dir.attached()?;
+        if process_alive(pid) {
+            self.orphaned_since = None;
+            return None;
+        }
+        let since = *self.orphaned_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < lease {
+            return None;
+        }
+        self.fenced = true;
+        let _ = self.control.try_send(JobControl::Abandon { grace: None });
+        Some(format!(
+            "the worker process {pid} has been gone for its lease ({}) and none took the job over: abandoning it\n",
+            humantime::format_duration(lease)
+        ))
+    }
+}

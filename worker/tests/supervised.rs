@@ -1,0 +1,184 @@
+//! The supervised launcher with the real `baton-worker supervise` process and no coordinator:
+//! a job reports the same events as in-process, signals reach it through the control file,
+//! and its files go once it is forgotten. Waiting is on events, never on sleeps.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton_proto::v1::{JobOutcome, JobSpec, LogStream};
+use baton_worker::{
+    JobContext, JobControl, JobEnd, JobEvent, JobLauncher, Report, SupervisedLauncher,
+};
+use tokio::sync::mpsc;
+
+/// Failsafe so a broken supervisor fails the test instead of hanging it.
+const TEST_LIMIT: Duration = Duration::from_secs(30);
+
+struct Harness {
+    dir: tempfile::TempDir,
+    launcher: SupervisedLauncher,
+    events: mpsc::Receiver<Report>,
+    control: mpsc::Sender<JobControl>,
+    seen: Vec<JobEvent>,
+}
+
+fn job(id: &str, steps: &[&str]) -> JobSpec {
+    JobSpec {
+        job_id: id.to_string(),
+        steps: steps.iter().map(|s| s.to_string()).collect(),
+        ..JobSpec::default()
+    }
+}
+
+impl Harness {
+    fn start(spec: JobSpec) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let launcher = SupervisedLauncher::new(PathBuf::from(env!("CARGO_BIN_EXE_baton-worker")));
+        let (events_tx, events) = mpsc::channel(64);
+        let (control, control_rx) = mpsc::channel(8);
+        let ctx = JobContext {
+            work_dir: dir.path().to_path_buf(),
+            worker_name: "test-worker".into(),
+            coordinator: "http://127.0.0.1:7411".into(),
+            lease: None,
+        };
+        tokio::spawn(launcher.launch(spec, ctx, events_tx, control_rx));
+        Self {
+            dir,
+            launcher,
+            events,
+            control,
+            seen: Vec::new(),
+        }
+    }
+
+    async fn next(&mut self) -> JobEvent {
+        let report = tokio::time::timeout(TEST_LIMIT, self.events.recv())
+            .await
+            .expect("job made no progress")
+            .expect("event channel closed before the job ended");
+        self.seen.push(report.event.clone());
+        report.event
+    }
+
+    async fn wait_log(&mut self, text: &str) {
+        loop {
+            match self.next().await {
+                JobEvent::Log { data, .. } if String::from_utf8_lossy(&data).contains(text) => {
+                    return;
+                }
+                JobEvent::Finished(end) => panic!("job ended before {text:?}: {end:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    async fn end(&mut self) -> JobEnd {
+        loop {
+            match self.next().await {
+                JobEvent::Finished(end) => return end,
+                JobEvent::Withdrawn => panic!("withdrawn"),
+                _ => {}
+            }
+        }
+    }
+
+    fn output(&self, stream: LogStream) -> String {
+        self.seen
+            .iter()
+            .filter_map(|e| match e {
+                JobEvent::Log {
+                    stream: s, data, ..
+                } if *s == stream => Some(String::from_utf8_lossy(data).into_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn spool_dir(&self, id: &str) -> PathBuf {
+        self.dir.path().join(baton_worker::JOBS_DIR).join(id)
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let rest = &s[s.rfind(')').expect("command name") + 1..];
+            !matches!(rest.split_whitespace().next(), Some("Z") | Some("X"))
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn a_supervised_job_reports_what_an_in_process_one_does_and_is_forgotten_after() {
+    let mut h = Harness::start(job("j1", &["echo out; echo err >&2", "echo two"]));
+    let end = h.end().await;
+    assert_eq!(end.outcome, JobOutcome::Succeeded);
+    assert_eq!(end.steps_done, 2);
+    assert_eq!(h.output(LogStream::Stdout), "out\ntwo\n");
+    assert_eq!(h.output(LogStream::Stderr), "err\n");
+    let system = h.output(LogStream::System);
+    assert!(system.starts_with("==> step 1/2: echo out"), "{system}");
+    assert!(system.contains("<== step 2 exited 0"), "{system}");
+    let steps: Vec<_> = h
+        .seen
+        .iter()
+        .filter(|e| matches!(e, JobEvent::StepFinished { .. }))
+        .collect();
+    assert_eq!(steps.len(), 2);
+    let status = std::fs::read_to_string(h.spool_dir("j1").join("status")).expect("status");
+    assert!(status.contains("end JOB_OUTCOME_SUCCEEDED 0 2"), "{status}");
+
+    h.launcher.forget(h.dir.path(), "j1");
+    assert!(!h.spool_dir("j1").exists());
+}
+
+#[tokio::test]
+async fn abandon_reaches_the_supervisor_and_kills_the_step_after_the_grace() {
+    let mut h = Harness::start(job(
+        "j2",
+        &["trap '' TERM; echo $$ > pid; echo ready; while true; do sleep 0.05; done"],
+    ));
+    h.wait_log("ready").await;
+    let pid: i32 = std::fs::read_to_string(h.dir.path().join("j2").join("pid"))
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    h.control
+        .send(JobControl::Abandon {
+            grace: Some(Duration::from_millis(200)),
+        })
+        .await
+        .expect("control");
+    let end = h.end().await;
+    assert_eq!(end.outcome, JobOutcome::Abandoned);
+    assert!(!alive(pid), "the step outlived the abandon");
+    let system = h.output(LogStream::System);
+    assert!(
+        system.contains("abandon requested: SIGTERM, 200ms grace"),
+        "{system}"
+    );
+    assert!(system.contains("sent SIGKILL"), "{system}");
+}
+
+#[tokio::test]
+async fn drain_reaches_the_supervisor_the_step_finishes_and_the_rest_is_skipped() {
+    let mut h = Harness::start(job(
+        "j3",
+        &[
+            "echo ready; until [ -f go ]; do sleep 0.01; done",
+            "echo never",
+        ],
+    ));
+    h.wait_log("ready").await;
+    h.control.send(JobControl::Drain).await.expect("control");
+    h.wait_log("drain requested").await;
+    std::fs::write(h.dir.path().join("j3").join("go"), b"").expect("gate");
+    let end = h.end().await;
+    assert_eq!(end.outcome, JobOutcome::Stopped);
+    assert_eq!(end.steps_done, 1);
+    assert!(!h.output(LogStream::Stdout).contains("never"));
+}
