@@ -28,6 +28,8 @@ pub struct Cluster {
     /// One HTTP/2 connection every client shares, as a long-lived client would (a new
     /// connection per call would put TCP and HTTP/2 set-up into every figure).
     channel: tokio::sync::OnceCell<Channel>,
+    /// Extra flags for every worker started from now on.
+    worker_args: Vec<String>,
 }
 
 /// Where the coordinator and worker binaries are: next to this one.
@@ -104,6 +106,7 @@ impl Cluster {
             coordinator,
             workers: Vec::new(),
             channel: tokio::sync::OnceCell::new(),
+            worker_args: Vec::new(),
         };
         let started = Instant::now();
         loop {
@@ -128,6 +131,11 @@ impl Cluster {
     /// The coordinator's process id (for CPU and memory readings).
     pub fn coordinator_pid(&self) -> u32 {
         self.coordinator.id()
+    }
+
+    /// Workers started from now on get `args` as extra flags.
+    pub fn worker_args(&mut self, args: &[&str]) {
+        self.worker_args = args.iter().map(|a| a.to_string()).collect();
     }
 
     /// A client on the cluster's shared connection (made on first use).
@@ -155,6 +163,7 @@ impl Cluster {
     ) -> anyhow::Result<()> {
         let mut cmd = Command::new(self.bin_dir.join("baton-worker"));
         cmd.args(["--coordinator", &self.addr, "--name", name])
+            .args(&self.worker_args)
             .args(["--slots", &slots.to_string()])
             .arg("--work-dir")
             .arg(self.dir.path().join("work").join(name))

@@ -14,6 +14,11 @@ use std::sync::OnceLock;
 fn base() -> Option<&'static Path> {
     static BASE: OnceLock<Option<PathBuf>> = OnceLock::new();
     BASE.get_or_init(|| {
+        // A job's supervisor is told by its worker, which probed once, instead of probing
+        // (a cgroup mkdir and rmdir) again for every job.
+        if let Some(told) = std::env::var_os(BASE_ENV) {
+            return (!told.is_empty()).then(|| PathBuf::from(told));
+        }
         let found = detect();
         match &found {
             Some(dir) => tracing::info!(dir = %dir.display(), "per-step cgroups (v2) in use"),
@@ -24,6 +29,15 @@ fn base() -> Option<&'static Path> {
         found
     })
     .as_deref()
+}
+
+/// The environment variable that hands the worker's finding to a job's supervisor: the
+/// directory, or empty for none.
+pub const BASE_ENV: &str = "BATON_STEP_CGROUP_BASE";
+
+/// What a job's supervisor is told in [`BASE_ENV`].
+pub fn base_for_supervisor() -> std::ffi::OsString {
+    base().map(|b| b.as_os_str().to_owned()).unwrap_or_default()
 }
 
 /// True when steps run in their own cgroup (a `setsid` grandchild cannot escape a kill).

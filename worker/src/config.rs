@@ -45,6 +45,8 @@ baton_settings::settings! {
         cert_file: Option<PathBuf> = None, env "BATON_CERT_FILE";
         /// Client private key (PEM) for mutual TLS. Default: none.
         key_file: Option<PathBuf> = None, env "BATON_KEY_FILE";
+        /// Run each job under a supervisor process (`baton-worker supervise`) that outlives the worker, so a worker restarted within its lease re-attaches its running jobs with complete logs. `false` runs jobs inside the worker process: they start sooner (see the README's figures) but die with it. Default: true.
+        supervise_jobs: bool = true, env "BATON_WORKER_SUPERVISE_JOBS";
         /// Log format: `text` or `json` (filter with `RUST_LOG`, e.g. `RUST_LOG=baton_worker=debug`). Default: text.
         log_format: String = "text".to_string(), env "BATON_LOG_FORMAT";
     }

@@ -63,6 +63,15 @@ async fn worker_main() -> ExitCode {
         eprintln!("baton-worker: cannot install signal handlers: {err}");
         return ExitCode::FAILURE;
     }
+    if !config.supervise_jobs {
+        return match baton_worker::run(config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                tracing::error!(err = %baton_worker::chain(&err), "worker stopped");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(err) => {

@@ -141,6 +141,10 @@ fn start(exe: &Path, job_dir: &JobDir, job: &JobSpec, ctx: &JobContext) -> std::
     tokio::process::Command::new(exe)
         .arg("supervise")
         .arg(&job_dir.dir)
+        .env(
+            crate::cgroup::BASE_ENV,
+            crate::cgroup::base_for_supervisor(),
+        )
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -13,32 +13,50 @@ use crate::watch::Watcher;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// From StartPipelineExecution to the job's first instruction, on an idle worker, `runs` times.
+/// How the worker runs its jobs in a latency measurement.
+const JOB_MODES: [(&str, &[&str]); 2] = [
+    ("supervised (default)", &[]),
+    (
+        "in the worker (--supervise-jobs false)",
+        &["--supervise-jobs", "false"],
+    ),
+];
+
+/// From StartPipelineExecution to the job's first instruction, on an idle worker, `runs` times,
+/// with jobs under a supervisor and inside the worker.
 pub async fn dispatch(runs: usize) -> anyhow::Result<serde_json::Value> {
-    let mut cluster = Cluster::start().await?;
-    cluster
-        .add_worker("w1", &BTreeMap::from([("pool", "real")]), 1)
-        .await?;
-    let marks = Marks::new(cluster.dir.path())?;
-    let yaml = one_stage_pipeline(
-        "bench-dispatch",
-        "mode: parallel\n",
-        "",
-        "pool: real",
-        &marks.quick_step(),
-    );
-    cluster.put_pipeline(&yaml).await?;
-    let figures = dispatch_runs(&cluster, &marks, "bench-dispatch", runs).await?;
-    let startup = marks.local_startup_ms(runs.min(50)).await?;
-    print_dispatch("dispatch-latency (idle worker)", &figures, &startup);
-    Ok(json!({
-        "scenario": "dispatch-latency",
-        "runs": runs,
-        "p50_ms": percentile(&figures, 50.0),
-        "p99_ms": percentile(&figures, 99.0),
-        "max_ms": max(&figures),
-        "shell_startup_p50_ms": percentile(&startup, 50.0),
-    }))
+    let mut out = json!({ "scenario": "dispatch-latency", "runs": runs });
+    for (i, (mode, args)) in JOB_MODES.iter().enumerate() {
+        let mut cluster = Cluster::start().await?;
+        cluster.worker_args(args);
+        cluster
+            .add_worker("w1", &BTreeMap::from([("pool", "real")]), 1)
+            .await?;
+        let marks = Marks::new(cluster.dir.path())?;
+        let yaml = one_stage_pipeline(
+            "bench-dispatch",
+            "mode: parallel\n",
+            "",
+            "pool: real",
+            &marks.quick_step(),
+        );
+        cluster.put_pipeline(&yaml).await?;
+        let figures = dispatch_runs(&cluster, &marks, "bench-dispatch", runs).await?;
+        let startup = marks.local_startup_ms(runs.min(50)).await?;
+        print_dispatch(
+            &format!("dispatch-latency (idle worker, jobs {mode})"),
+            &figures,
+            &startup,
+        );
+        let key = if i == 0 { "supervised" } else { "in_worker" };
+        out[key] = json!({
+            "p50_ms": percentile(&figures, 50.0),
+            "p99_ms": percentile(&figures, 99.0),
+            "max_ms": max(&figures),
+            "shell_startup_p50_ms": percentile(&startup, 50.0),
+        });
+    }
+    Ok(out)
 }
 
 /// Runs the dispatch measurement on an existing cluster (the fleet scenario reuses it).
@@ -82,46 +100,48 @@ pub fn print_dispatch(title: &str, figures: &[f64], startup: &[f64]) {
 }
 
 /// From StartPipelineExecution of a newer revision (auto-cancel running) and from
-/// StopPipelineExecution(abandon) to the older job's process group getting SIGTERM.
+/// StopPipelineExecution(abandon) to the older job's process group getting SIGTERM, with jobs
+/// under a supervisor and inside the worker.
 pub async fn cancel(runs: usize) -> anyhow::Result<serde_json::Value> {
-    let mut cluster = Cluster::start().await?;
-    for name in ["w1", "w2"] {
-        cluster
-            .add_worker(name, &BTreeMap::from([("pool", "real")]), 1)
-            .await?;
-    }
-    let marks = Marks::new(cluster.dir.path())?;
-    let step = marks.waiting_step();
-    let auto = one_stage_pipeline(
-        "bench-cancel",
-        "auto_cancel:\n  running: {}\n",
-        "",
-        "pool: real",
-        &step,
-    );
-    let mut table = Table::new(&["trigger", "runs", "p50", "p99", "max"]);
+    let mut table = Table::new(&["trigger", "jobs", "runs", "p50", "p99", "max"]);
     let mut out = json!({ "scenario": "cancel-latency", "runs": runs });
-    match cluster.put_pipeline(&auto).await {
-        Ok(()) => {
-            let figures = cancel_by_newer(&cluster, &marks, runs).await?;
-            table.row(row("newer revision (auto-cancel running)", &figures));
-            out["auto_cancel"] = summary(&figures);
+    for (i, (mode, args)) in JOB_MODES.iter().enumerate() {
+        let mut cluster = Cluster::start().await?;
+        cluster.worker_args(args);
+        for name in ["w1", "w2"] {
+            cluster
+                .add_worker(name, &BTreeMap::from([("pool", "real")]), 1)
+                .await?;
         }
-        Err(e) => println!("auto-cancel not measured: the coordinator refused the pipeline: {e}"),
+        let marks = Marks::new(cluster.dir.path())?;
+        let step = marks.waiting_step();
+        let auto = one_stage_pipeline(
+            "bench-cancel",
+            "auto_cancel:\n  running: {}\n",
+            "",
+            "pool: real",
+            &step,
+        );
+        let suffix = if i == 0 { "" } else { "_in_worker" };
+        cluster.put_pipeline(&auto).await?;
+        let figures = cancel_by_newer(&cluster, &marks, runs).await?;
+        table.row(row("newer revision (auto-cancel running)", mode, &figures));
+        out[format!("auto_cancel{suffix}")] = summary(&figures);
+        let stop = one_stage_pipeline("bench-stop", "", "", "pool: real", &step);
+        cluster.put_pipeline(&stop).await?;
+        let figures = cancel_by_stop(&cluster, &marks, runs).await?;
+        table.row(row("StopPipelineExecution(abandon)", mode, &figures));
+        out[format!("stop_abandon{suffix}")] = summary(&figures);
     }
-    let stop = one_stage_pipeline("bench-stop", "", "", "pool: real", &step);
-    cluster.put_pipeline(&stop).await?;
-    let figures = cancel_by_stop(&cluster, &marks, runs).await?;
-    table.row(row("StopPipelineExecution(abandon)", &figures));
-    out["stop_abandon"] = summary(&figures);
     println!("\ncancel-latency: request -> SIGTERM seen by the older job's process group");
     table.print();
     Ok(out)
 }
 
-fn row(name: &str, figures: &[f64]) -> Vec<String> {
+fn row(name: &str, mode: &str, figures: &[f64]) -> Vec<String> {
     vec![
         name.to_string(),
+        mode.to_string(),
         figures.len().to_string(),
         ms(percentile(figures, 50.0)),
         ms(percentile(figures, 99.0)),
