@@ -93,6 +93,9 @@ impl Cluster {
                 "5s",
                 "--http-addr",
                 "",
+                // The fleet scenario defines 10,000 pipelines, above the default limit.
+                "--max-pipelines",
+                "1000000",
             ])
             .env("RUST_LOG", log_filter())
             .stdout(log_file(dir.path(), "coordinator")?)

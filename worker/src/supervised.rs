@@ -26,9 +26,11 @@ use crate::seams::{JobLauncher, LeftBehind};
 use crate::spool::SpoolReader;
 
 /// Shortest pause between two reads of a spool (right after new output).
-const POLL_MIN: Duration = Duration::from_millis(10);
-/// Longest pause between two reads of a quiet spool.
-const POLL_MAX: Duration = Duration::from_millis(100);
+const POLL_MIN: Duration = Duration::from_millis(5);
+/// Longest pause between two reads of a quiet spool: a job's end reaches the coordinator at
+/// most this late (measured: at 100 ms the rapid-push settle variant lost 0.1 s per push;
+/// one small read every 20 ms per running job costs nothing measurable).
+const POLL_MAX: Duration = Duration::from_millis(20);
 /// How long to keep killing what a dead supervisor left before reporting the job anyway.
 const SESSION_KILL_LIMIT: Duration = Duration::from_secs(10);
 
