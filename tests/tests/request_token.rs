@@ -94,3 +94,27 @@ async fn an_unprintable_or_overlong_token_is_refused() {
     assert!(executions(&cluster).await.is_empty());
     cluster.shutdown().await;
 }
+
+/// Retries that race the first call (a webhook delivered several times at once) still start
+/// one execution: the pipeline actor goes on with the next call while the first one's batch
+/// flushes, so the retries find the token among those not yet durable and are answered once
+/// it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_token_sent_many_times_at_once_yields_one_execution() {
+    let cluster = TestCluster::start(0).await;
+    cluster.apply(&cluster.gated_pipeline("web")).await;
+    let calls = (0..12).map(|_| start_with_token(&cluster, "abc1234", "push-99"));
+    let replies = futures::future::join_all(calls).await;
+    let first = &replies[0].execution_id;
+    assert!(
+        replies.iter().all(|r| &r.execution_id == first),
+        "{replies:?}"
+    );
+    assert_eq!(
+        replies.iter().filter(|r| !r.deduplicated).count(),
+        1,
+        "exactly one call started it: {replies:?}"
+    );
+    assert_eq!(executions(&cluster).await.len(), 1);
+    cluster.shutdown().await;
+}

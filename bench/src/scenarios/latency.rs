@@ -129,9 +129,11 @@ pub async fn cancel(runs: usize) -> anyhow::Result<serde_json::Value> {
         out[format!("auto_cancel{suffix}")] = summary(&figures);
         let stop = one_stage_pipeline("bench-stop", "", "", "pool: real", &step);
         cluster.put_pipeline(&stop).await?;
-        let figures = cancel_by_stop(&cluster, &marks, runs).await?;
+        let (figures, calls) = cancel_by_stop(&cluster, &marks, runs).await?;
         table.row(row("StopPipelineExecution(abandon)", mode, &figures));
+        table.row(row("  of which the call (durable, answered)", mode, &calls));
         out[format!("stop_abandon{suffix}")] = summary(&figures);
+        out[format!("stop_call{suffix}")] = summary(&calls);
     }
     println!("\ncancel-latency: request -> SIGTERM seen by the older job's process group");
     table.print();
@@ -179,18 +181,25 @@ async fn cancel_by_newer(
     Ok(figures)
 }
 
-async fn cancel_by_stop(cluster: &Cluster, marks: &Marks, runs: usize) -> anyhow::Result<Vec<f64>> {
+/// Request -> SIGTERM, and of that the StopPipelineExecution call itself (durable, answered).
+async fn cancel_by_stop(
+    cluster: &Cluster,
+    marks: &Marks,
+    runs: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let watcher = Watcher::start(cluster, "bench-stop").await?;
     let mut figures = Vec::with_capacity(runs);
+    let mut calls = Vec::with_capacity(runs);
     for i in 0..runs {
         let commit = format!("s{i}");
         let id = start(cluster, "bench-stop", "main", &commit).await?;
         marks.wait("start", &commit, WAIT).await?;
         let t0 = now_epoch();
         abandon(cluster, &id).await?;
+        calls.push((now_epoch() - t0) * 1000.0);
         let term = marks.wait("term", &commit, WAIT).await?;
         figures.push((term - t0) * 1000.0);
         watcher.wait_ended(&[id], WAIT).await?;
     }
-    Ok(figures)
+    Ok((figures, calls))
 }
