@@ -169,7 +169,7 @@ stages:
   - name: build
     actions:
       - name: wait
-        run: [ "echo $$ > {}; echo started; exec sleep 1000" ]
+        run: [ "echo $$ > {}; echo 'star''ted'; exec sleep 1000" ]
 "#,
             pid_file.display()
         ))
@@ -232,7 +232,7 @@ stages:
   - name: build
     actions:
       - name: wait
-        run: [ "echo $$ > {}; echo started; exec sleep 1000" ]
+        run: [ "echo $$ > {}; echo 'star''ted'; exec sleep 1000" ]
 "#,
             pid_file.display()
         ))
@@ -289,7 +289,7 @@ stages:
   - name: build
     actions:
       - name: finish
-        run: [ "echo before; until [ -f {} ]; do sleep 0.01; done; echo after; exit 3" ]
+        run: [ "echo 'be''fore'; until [ -f {} ]; do sleep 0.01; done; echo after; exit 3" ]
 "#,
             gate.display()
         ))

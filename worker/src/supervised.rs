@@ -27,9 +27,10 @@ use crate::spool::SpoolReader;
 
 /// Shortest pause between two reads of a spool (right after new output).
 const POLL_MIN: Duration = Duration::from_millis(5);
-/// Longest pause between two reads of a quiet spool: a job's end reaches the coordinator at
-/// most this late (measured: at 100 ms the rapid-push settle variant lost 0.1 s per push;
-/// one small read every 20 ms per running job costs nothing measurable).
+/// Longest pause between two reads of a quiet spool. The supervisor this process started
+/// rings a doorbell after each record, so this bounds only a missed ring and jobs taken over
+/// from an earlier worker process (measured: at 100 ms the rapid-push settle variant lost
+/// 0.1 s per push; one small read every 20 ms per running job costs nothing measurable).
 const POLL_MAX: Duration = Duration::from_millis(20);
 /// How long to keep killing what a dead supervisor left before reporting the job anyway.
 const SESSION_KILL_LIMIT: Duration = Duration::from_secs(10);
@@ -148,7 +149,8 @@ fn start(exe: &Path, job_dir: &JobDir, job: &JobSpec, ctx: &JobContext) -> std::
             crate::cgroup::base_for_supervisor(),
         )
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
+        // The doorbell: a byte after each spool record (see the supervisor's `bell`).
+        .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
 }
@@ -163,6 +165,8 @@ async fn follow(
     mut child: Option<Child>,
 ) {
     let mut reader = SpoolReader::new(job_dir.file("spool"));
+    // Only the supervisor this process started rings; others are polled.
+    let mut bell = child.as_mut().and_then(|c| c.stdout.take());
     let mut control = Some(control);
     let mut pause = POLL_MIN;
     let mut step = 0;
@@ -235,9 +239,26 @@ async fn follow(
                 }
                 None => control = None,
             },
+            rung = ring(&mut bell) => {
+                if !rung {
+                    bell = None;
+                }
+                pause = POLL_MIN;
+            }
             () = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// Waits for the supervisor's doorbell: true when it rang, false once it is closed (the
+/// supervisor exited); never resolves without one.
+async fn ring(bell: &mut Option<tokio::process::ChildStdout>) -> bool {
+    use tokio::io::AsyncReadExt;
+    let Some(pipe) = bell.as_mut() else {
+        return std::future::pending().await;
+    };
+    let mut rings = [0u8; 256];
+    matches!(pipe.read(&mut rings).await, Ok(n) if n > 0)
 }
 
 /// The last non-empty line of a small text file (the supervisor's own error, if it left one).

@@ -39,6 +39,7 @@ pub fn main(dir: &Path) -> ExitCode {
     if let Err(errno) = nix::unistd::setsid() {
         eprintln!("baton-worker supervise: setsid: {errno}");
     }
+    bell::quiet();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -148,6 +149,7 @@ impl State {
         if let Err(err) = spool.append(&event) {
             eprintln!("cannot write to the spool: {err}");
         }
+        bell::ring();
         if !matches!(event, JobEvent::Log { .. }) {
             self.status.apply(&event);
             if let Err(err) = self.status.write(&self.job_dir.file("status")) {
@@ -206,5 +208,31 @@ impl State {
             "the worker process {pid} has been gone for its lease ({}) and none took the job over: abandoning it\n",
             humantime::format_duration(lease)
         ))
+    }
+}
+
+/// The doorbell: standard output is a pipe the worker that started this supervisor reads; a
+/// byte written after each spool record tells it to read the spool now instead of at its next
+/// poll. Never blocks and never fails the job: with the pipe full the worker has a ring
+/// pending anyway, and with the worker gone (a restarted one has no pipe) the ring is lost and
+/// the new worker polls.
+mod bell {
+    use std::os::fd::AsFd;
+
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+
+    /// Makes standard output non-blocking.
+    pub fn quiet() {
+        let out = std::io::stdout();
+        let fd = out.as_fd();
+        if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
+            let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+            let _ = fcntl(fd, FcntlArg::F_SETFL(flags));
+        }
+    }
+
+    /// Rings once.
+    pub fn ring() {
+        let _ = nix::unistd::write(std::io::stdout().as_fd(), b"!");
     }
 }

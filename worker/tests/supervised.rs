@@ -139,7 +139,7 @@ async fn a_supervised_job_reports_what_an_in_process_one_does_and_is_forgotten_a
 async fn abandon_reaches_the_supervisor_and_kills_the_step_after_the_grace() {
     let mut h = Harness::start(job(
         "j2",
-        &["trap '' TERM; echo $$ > pid; echo ready; while true; do sleep 0.05; done"],
+        &["trap '' TERM; echo $$ > pid; echo 'rea''dy'; while true; do sleep 0.05; done"],
     ));
     h.wait_log("ready").await;
     let pid: i32 = std::fs::read_to_string(h.dir.path().join("j2").join("pid"))
@@ -169,7 +169,7 @@ async fn drain_reaches_the_supervisor_the_step_finishes_and_the_rest_is_skipped(
     let mut h = Harness::start(job(
         "j3",
         &[
-            "echo ready; until [ -f go ]; do sleep 0.01; done",
+            "echo 'rea''dy'; until [ -f go ]; do sleep 0.01; done",
             "echo never",
         ],
     ));
