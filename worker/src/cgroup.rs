@@ -59,7 +59,44 @@ fn detect() -> Option<PathBuf> {
     std::fs::create_dir(&probe).ok()?;
     let usable = probe.join("cgroup.kill").exists() && probe.join("cgroup.procs").exists();
     let _ = std::fs::remove_dir(&probe);
+    if usable {
+        remove_left_behind(&base);
+    }
     usable.then_some(base)
+}
+
+/// True while any process is in the cgroup at `dir`.
+fn populated(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.events"))
+        .map(|events| events.lines().any(|l| l == "populated 1"))
+        .unwrap_or(false)
+}
+
+/// Removes the empty step cgroups of processes that are gone (a worker or supervisor killed
+/// before it could remove its step's cgroup leaves one behind). A populated one is left
+/// alone: its processes are someone's running step (or need a person to look at them).
+fn remove_left_behind(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let owner = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("baton-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok());
+        let Some(owner) = owner else {
+            continue;
+        };
+        if owner == std::process::id() as i32 || crate::job_dir::process_alive(owner) {
+            continue;
+        }
+        let dir = entry.path();
+        if !populated(&dir) && std::fs::remove_dir(&dir).is_ok() {
+            tracing::info!(dir = %dir.display(), "removed a step cgroup left behind");
+        }
+    }
 }
 
 /// One step's cgroup. Removed when dropped (once empty).
@@ -92,9 +129,7 @@ impl StepCgroup {
 
     /// True while any process is in the cgroup.
     pub fn populated(&self) -> bool {
-        std::fs::read_to_string(self.dir.join("cgroup.events"))
-            .map(|events| events.lines().any(|l| l == "populated 1"))
-            .unwrap_or(false)
+        populated(&self.dir)
     }
 
     /// SIGKILL to every process in the cgroup, wherever its session or group.
