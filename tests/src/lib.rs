@@ -385,6 +385,36 @@ impl TestCluster {
         .await
     }
 
+    /// The whole stored log of job `job_id` as it is now (not followed), checking that chunk
+    /// offsets are contiguous (no gap, no repeat) and that the closing message carries no bytes.
+    pub async fn stored_log(&self, job_id: &str) -> String {
+        let mut stream = self
+            .client()
+            .await
+            .tail_job_log(pb::TailJobLogRequest {
+                job_id: job_id.into(),
+                follow: false,
+                offset: 0,
+            })
+            .await
+            .expect("tail")
+            .into_inner();
+        let mut text = String::new();
+        let mut next_offset = 0;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.expect("log chunk");
+            if chunk.end.is_some() {
+                // The closing message says how the job ended; it carries no bytes.
+                assert!(chunk.data.is_empty(), "the closing message carries bytes");
+                continue;
+            }
+            assert_eq!(chunk.offset, next_offset, "log offsets are contiguous");
+            next_offset += chunk.data.len() as u64;
+            text.push_str(&String::from_utf8_lossy(&chunk.data));
+        }
+        text
+    }
+
     /// Waits until the job's log contains `needle` (following the live log).
     pub async fn wait_for_log(&self, job_id: &str, needle: &str) -> String {
         let mut stream = self

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use baton_proto::v1 as pb;
 use baton_tests::{CutProxy, TestCluster, job_in};
-use tokio_stream::StreamExt;
 
 fn long_lease(config: &mut baton_coordinator::CoordinatorConfig) {
     config.heartbeat_interval = Duration::from_millis(100);
@@ -66,30 +65,7 @@ stages:
     let record = job_in(&done, "build").expect("job");
     assert_eq!((record.attempt, record.worker.as_str()), (1, "near"));
 
-    let mut stream = cluster
-        .client()
-        .await
-        .tail_job_log(pb::TailJobLogRequest {
-            job_id: job.clone(),
-            follow: false,
-            offset: 0,
-        })
-        .await
-        .expect("tail")
-        .into_inner();
-    let mut text = String::new();
-    let mut next_offset = 0;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.expect("chunk");
-        if chunk.end.is_some() {
-            // The closing message says how the job ended; it carries no bytes.
-            assert!(chunk.data.is_empty());
-            continue;
-        }
-        assert_eq!(chunk.offset, next_offset, "offsets are contiguous");
-        next_offset += chunk.data.len() as u64;
-        text.push_str(&String::from_utf8_lossy(&chunk.data));
-    }
+    let text = cluster.stored_log(&job).await;
     let numbers: Vec<u64> = text
         .lines()
         .filter_map(|l| l.strip_prefix("line-")?.parse().ok())

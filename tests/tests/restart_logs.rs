@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use baton_proto::v1 as pb;
 use baton_tests::{TestCluster, job_in};
-use tokio_stream::StreamExt;
 
 /// Heartbeats (and with them the coordinator's confirmations) seldom enough that everything
 /// the job reported before the restart is still unconfirmed, and re-sent, after it.
@@ -45,21 +44,7 @@ stages:
         .await;
     assert_eq!(job_in(&done, "build").map(|j| j.attempt), Some(1));
 
-    let mut stream = cluster
-        .client()
-        .await
-        .tail_job_log(pb::TailJobLogRequest {
-            job_id: job.clone(),
-            follow: false,
-            offset: 0,
-        })
-        .await
-        .expect("tail")
-        .into_inner();
-    let mut text = String::new();
-    while let Some(chunk) = stream.next().await {
-        text.push_str(&String::from_utf8_lossy(&chunk.expect("chunk").data));
-    }
+    let text = cluster.stored_log(&job).await;
     let numbers: Vec<u64> = text
         .lines()
         .filter_map(|l| l.strip_prefix("line-")?.parse().ok())

@@ -8,40 +8,12 @@ use std::time::Duration;
 
 use baton_proto::v1 as pb;
 use baton_tests::{DEADLINE, TestCluster, WorkerProcess, job_in, short_leases};
-use tokio_stream::StreamExt;
 
 const LINUX: &[(&str, &str)] = &[("os", "linux")];
 
 fn long_lease(config: &mut baton_coordinator::CoordinatorConfig) {
     config.heartbeat_interval = Duration::from_millis(100);
     config.lease = Duration::from_secs(5);
-}
-
-/// The whole stored log of an ended job, checking that offsets are contiguous.
-async fn whole_log(cluster: &TestCluster, job: &str) -> String {
-    let mut stream = cluster
-        .client()
-        .await
-        .tail_job_log(pb::TailJobLogRequest {
-            job_id: job.into(),
-            follow: false,
-            offset: 0,
-        })
-        .await
-        .expect("tail")
-        .into_inner();
-    let mut text = String::new();
-    let mut next_offset = 0;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.expect("chunk");
-        if chunk.end.is_some() {
-            continue;
-        }
-        assert_eq!(chunk.offset, next_offset, "offsets are contiguous");
-        next_offset += chunk.data.len() as u64;
-        text.push_str(&String::from_utf8_lossy(&chunk.data));
-    }
-    text
 }
 
 /// Polls (there is no event for it) until `check` holds, or fails the test at the deadline.
@@ -103,7 +75,7 @@ stages:
     assert_eq!((record.attempt, record.worker.as_str()), (1, "phoenix"));
     assert_eq!(record.steps_done, 2);
 
-    let text = whole_log(&cluster, &job).await;
+    let text = cluster.stored_log(&job).await;
     let numbers: Vec<u64> = text
         .lines()
         .filter_map(|l| l.strip_prefix("line-")?.parse().ok())
@@ -325,7 +297,7 @@ stages:
         (pb::JobStatus::Failed as i32, 3, 1),
         "{record:?}"
     );
-    let text = whole_log(&cluster, &job).await;
+    let text = cluster.stored_log(&job).await;
     assert_eq!(text.matches("before\n").count(), 1, "{text}");
     assert_eq!(text.matches("\nafter\n").count(), 1, "{text}");
     assert!(text.contains("<== step 1 exited 3"), "{text}");
