@@ -605,13 +605,15 @@ impl Handler<Start> for PipelineActor {
         if !token.is_empty() {
             // A retry racing the first call finds its token here while the first call's
             // batch is still flushing, and is answered once that batch has landed.
-            if let Some(id) = self.pending_tokens.get(&token).cloned() {
+            if self.pending_tokens.contains_key(&token) {
+                // Read back once landed: if the first call's batch failed, nothing started.
                 let rx = self.reply_after_landing(
-                    move |_| {
-                        Ok(Started {
-                            execution_id: id,
+                    move |act| match act.earlier_start(&token)? {
+                        Some(execution_id) => Ok(Started {
+                            execution_id,
                             deduplicated: true,
-                        })
+                        }),
+                        None => Err(CoordError::Unavailable),
                     },
                     ctx,
                 );
