@@ -489,6 +489,27 @@ stages:
     }
 }
 
+/// Checks that a log written by a counting step (`echo line-1`, `line-2`, … then `last-N`)
+/// holds every `line-1` to `line-N` exactly once and in order; returns N.
+pub fn assert_counted_lines(text: &str) -> u64 {
+    let numbers: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("line-")?.parse().ok())
+        .collect();
+    let last: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("last-")?.parse().ok())
+        .expect("the counting step's last line");
+    let expected: Vec<u64> = (1..=last).collect();
+    assert!(
+        numbers == expected,
+        "log has {} numbered lines for 1..={last}; first difference at index {:?}",
+        numbers.len(),
+        numbers.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+    last
+}
+
 /// The job of `execution` in `stage` (the first one).
 pub fn job_in<'a>(exec: &'a pb::PipelineExecution, stage: &str) -> Option<&'a pb::Job> {
     exec.stages.iter().find(|s| s.stage == stage)?.jobs.first()

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use baton_proto::v1 as pb;
-use baton_tests::{CutProxy, TestCluster, job_in};
+use baton_tests::{CutProxy, TestCluster, assert_counted_lines, job_in};
 
 fn long_lease(config: &mut baton_coordinator::CoordinatorConfig) {
     config.heartbeat_interval = Duration::from_millis(100);
@@ -66,22 +66,8 @@ stages:
     assert_eq!((record.attempt, record.worker.as_str()), (1, "near"));
 
     let text = cluster.stored_log(&job).await;
-    let numbers: Vec<u64> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("line-")?.parse().ok())
-        .collect();
-    let last: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("last-")?.parse().ok())
-        .expect("the job's last line");
+    let last = assert_counted_lines(&text);
     assert!(last > 50, "{text}");
-    let expected: Vec<u64> = (1..=last).collect();
-    assert!(
-        numbers == expected,
-        "log has {} numbered lines for 1..={last}; first difference at index {:?}",
-        numbers.len(),
-        numbers.iter().zip(&expected).position(|(a, b)| a != b)
-    );
     shutdown.drain.cancel();
     let _ = tokio::time::timeout(baton_tests::DEADLINE, worker).await;
     cluster.shutdown().await;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use baton_proto::v1 as pb;
-use baton_tests::{TestCluster, job_in};
+use baton_tests::{TestCluster, assert_counted_lines, job_in};
 
 /// Heartbeats (and with them the coordinator's confirmations) seldom enough that everything
 /// the job reported before the restart is still unconfirmed, and re-sent, after it.
@@ -45,21 +45,7 @@ stages:
     assert_eq!(job_in(&done, "build").map(|j| j.attempt), Some(1));
 
     let text = cluster.stored_log(&job).await;
-    let numbers: Vec<u64> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("line-")?.parse().ok())
-        .collect();
-    let last: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("last-")?.parse().ok())
-        .expect("the job's last line");
-    let expected: Vec<u64> = (1..=last).collect();
-    assert!(
-        numbers == expected,
-        "log has {} numbered lines for 1..={last}; first difference at index {:?}",
-        numbers.len(),
-        numbers.iter().zip(&expected).position(|(a, b)| a != b)
-    );
+    assert_counted_lines(&text);
     assert_eq!(text.matches("==> step 1/1").count(), 1, "{text}");
     cluster.shutdown().await;
 }

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use baton_proto::v1 as pb;
-use baton_tests::{DEADLINE, TestCluster, WorkerProcess, job_in, short_leases};
+use baton_tests::{
+    DEADLINE, TestCluster, WorkerProcess, assert_counted_lines, job_in, short_leases,
+};
 
 const LINUX: &[(&str, &str)] = &[("os", "linux")];
 
@@ -76,21 +78,7 @@ stages:
     assert_eq!(record.steps_done, 2);
 
     let text = cluster.stored_log(&job).await;
-    let numbers: Vec<u64> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("line-")?.parse().ok())
-        .collect();
-    let last: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("last-")?.parse().ok())
-        .expect("the first step's last line");
-    let expected: Vec<u64> = (1..=last).collect();
-    assert!(
-        numbers == expected,
-        "log has {} numbered lines for 1..={last}; first difference at index {:?}",
-        numbers.len(),
-        numbers.iter().zip(&expected).position(|(a, b)| a != b)
-    );
+    assert_counted_lines(&text);
     for once in [
         "==> step 1/2",
         "<== step 1 exited 0",
@@ -114,29 +102,14 @@ stages:
     cluster.shutdown().await;
 }
 
-fn step_alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().next())
-                .is_some_and(|state| state != "Z")
-        })
-        .unwrap_or(false)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_gone_past_its_lease_comes_back_to_find_its_job_lost_and_its_processes_gone() {
-    let cluster = TestCluster::start_with(0, short_leases).await;
-    let mut worker = WorkerProcess::spawn(&cluster, "late", LINUX);
-    cluster
-        .wait_worker("late", pb::WorkerState::Connected)
-        .await;
+/// Applies pipeline `name`, whose one step writes its pid and sleeps, starts it and waits until
+/// the step runs; returns the execution, the job and the step's pid.
+async fn start_sleeping_step(cluster: &TestCluster, name: &str) -> (String, String, i32) {
     let pid_file = cluster.scratch.path().join("step-pid");
     cluster
         .apply(&format!(
             r#"
-name: stuck
+name: {name}
 stages:
   - name: build
     actions:
@@ -146,15 +119,26 @@ stages:
             pid_file.display()
         ))
         .await;
-    let exec = cluster.start_execution("stuck", "main", "r1").await;
-    let job = cluster.wait_job_running("stuck", &exec, "build").await;
+    let exec = cluster.start_execution(name, "main", "r1").await;
+    let job = cluster.wait_job_running(name, &exec, "build").await;
     cluster.wait_for_log(&job, "started").await;
-    let pid: i32 = std::fs::read_to_string(&pid_file)
+    let pid = std::fs::read_to_string(&pid_file)
         .expect("pid file")
         .trim()
         .parse()
         .expect("pid");
-    assert!(step_alive(pid));
+    (exec, job, pid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_gone_past_its_lease_comes_back_to_find_its_job_lost_and_its_processes_gone() {
+    let cluster = TestCluster::start_with(0, short_leases).await;
+    let mut worker = WorkerProcess::spawn(&cluster, "late", LINUX);
+    cluster
+        .wait_worker("late", pb::WorkerState::Connected)
+        .await;
+    let (exec, _job, pid) = start_sleeping_step(&cluster, "stuck").await;
+    assert!(baton_worker::process_alive(pid));
 
     worker.kill();
     worker.wait().await;
@@ -165,7 +149,10 @@ stages:
     assert_eq!(lost.status, pb::JobStatus::Lost as i32);
     // The supervisor abandoned the job itself once its worker had been gone for the lease:
     // the step (its process group's leader) dies even before any worker comes back.
-    eventually("the step dies without its worker", || !step_alive(pid)).await;
+    eventually("the step dies without its worker", || {
+        !baton_worker::process_alive(pid)
+    })
+    .await;
     assert!(
         !baton_worker::proc_group::is_alive(pid),
         "its group is gone"
@@ -195,28 +182,7 @@ async fn a_job_whose_supervisor_is_killed_fails_and_its_steps_are_killed_first()
     cluster
         .wait_worker("orphaner", pb::WorkerState::Connected)
         .await;
-    let pid_file = cluster.scratch.path().join("step-pid");
-    cluster
-        .apply(&format!(
-            r#"
-name: headless
-stages:
-  - name: build
-    actions:
-      - name: wait
-        run: [ "echo $$ > {}; echo 'star''ted'; exec sleep 1000" ]
-"#,
-            pid_file.display()
-        ))
-        .await;
-    let exec = cluster.start_execution("headless", "main", "r1").await;
-    let job = cluster.wait_job_running("headless", &exec, "build").await;
-    cluster.wait_for_log(&job, "started").await;
-    let step: i32 = std::fs::read_to_string(&pid_file)
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("pid");
+    let (exec, job, step) = start_sleeping_step(&cluster, "headless").await;
     let work_dir = worker.log.parent().expect("dir").join("work");
     let job_dir = work_dir.join(baton_worker::JOBS_DIR).join(&job);
     let supervisor: i32 = std::fs::read_to_string(job_dir.join("pid"))
@@ -240,7 +206,10 @@ stages:
         "{}",
         record.message
     );
-    assert!(!step_alive(step), "the step outlived its job's report");
+    assert!(
+        !baton_worker::process_alive(step),
+        "the step outlived its job's report"
+    );
     drop(worker);
     cluster.shutdown().await;
 }

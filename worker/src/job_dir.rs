@@ -144,7 +144,7 @@ impl JobDir {
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
 /// True while process `pid` lives (not a zombie).
-pub(crate) fn process_alive(pid: i32) -> bool {
+pub fn process_alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {

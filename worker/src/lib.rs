@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 pub use config::{Shutdown, WorkerConfig};
 pub use error::{WorkerError, chain};
-pub use job_dir::JOBS_DIR;
+pub use job_dir::{JOBS_DIR, process_alive};
 pub use runner::{JobContext, JobControl, JobEnd, JobEvent, Report, run_job};
 pub use seams::{ChannelConnector, JobLauncher, LeftBehind, ProcessLauncher, Seams};
 pub use spool::Status;
