@@ -120,9 +120,16 @@ impl StepCgroup {
         Some(StepCgroup { dir })
     }
 
-    /// The file a process writes `0` to in order to move itself into the cgroup. The step's
-    /// shell does that before it runs the command (`echo 0 > cgroup.procs; exec sh -c ...`),
-    /// so everything the command starts is inside from its first instruction.
+    /// The cgroup's directory (a step's shell is started straight into it where the kernel
+    /// allows, see `cgroup_spawn.rs`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file a process writes `0` to in order to move itself into the cgroup. Where a
+    /// step's shell cannot be started inside, a wrapper shell does that before it runs the
+    /// command (`echo 0 > cgroup.procs; exec sh -c ...`), so everything the command starts is
+    /// inside from its first instruction either way.
     pub fn procs_file(&self) -> PathBuf {
         self.dir.join("cgroup.procs")
     }

@@ -7,6 +7,7 @@
 
 mod agent;
 pub mod cgroup;
+mod cgroup_spawn;
 pub mod config;
 mod error;
 mod job_dir;

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use nix::sys::signal::Signal;
 
 use crate::cgroup::StepCgroup;
+use crate::cgroup_spawn::{self, ExitWatch, Spawned};
 use crate::proc_group::{self, GroupGuard};
 use crate::runner::{JobEvent, Report};
 
@@ -30,13 +31,31 @@ const OUTPUT_LINGER: Duration = Duration::from_secs(2);
 /// A running step.
 pub(crate) struct Step {
     /// The `sh` process; its pid is the group id.
-    pub child: Child,
+    pub child: StepProcess,
     /// The step's process group id.
     pub pgid: i32,
     guard: GroupGuard,
     /// The step's own cgroup, where one can be made (see [`crate::cgroup`]).
     cgroup: Option<StepCgroup>,
     pumps: Vec<JoinHandle<()>>,
+}
+
+/// The step's shell, started by the standard library or straight into its cgroup.
+pub(crate) enum StepProcess {
+    /// Started with `tokio::process` (no cgroup, or the kernel cannot start into one).
+    Spawned(Child),
+    /// Started inside its cgroup by `clone3`.
+    InCgroup(ExitWatch),
+}
+
+impl StepProcess {
+    /// The shell's exit status once it has exited. Cancel-safe.
+    pub(crate) async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            StepProcess::Spawned(child) => child.wait().await,
+            StepProcess::InCgroup(exit) => exit.wait().await,
+        }
+    }
 }
 
 /// Where a step runs and who hears about it.
@@ -48,16 +67,60 @@ pub(crate) struct StepSpec<'a> {
     pub env: Vec<(String, String)>,
 }
 
-/// The shell prologue that moves the step into its cgroup before the command runs: `$0` is
-/// the cgroup's `cgroup.procs`, `$1` the command.
+/// The shell prologue that moves the step into its cgroup before the command runs, where the
+/// kernel cannot start it inside: `$0` is the cgroup's `cgroup.procs`, `$1` the command.
 const ENTER_CGROUP: &str = r#"{ echo 0 > "$0"; } 2>/dev/null; exec sh -c "$1""#;
+
+/// A pipe the step writes its output to.
+type Output = Box<dyn AsyncRead + Send + Unpin>;
 
 /// Starts `sh -c <command>` in a new process group (and its own cgroup where possible) and
 /// starts pumping its output.
 pub(crate) fn spawn(spec: StepSpec<'_>, events: &mpsc::Sender<Report>) -> std::io::Result<Step> {
     let cgroup = StepCgroup::create(spec.job_id, spec.index);
+    let started = match &cgroup {
+        Some(cg) => match cgroup_spawn::spawn(spec.command, spec.cwd, &spec.env, cg.dir())? {
+            Spawned::Started(child) => {
+                let pid = child.pid;
+                let (exit, stdout, stderr) = child.into_parts();
+                let (stdout, stderr): (Output, Output) = (Box::new(stdout), Box::new(stderr));
+                (StepProcess::InCgroup(exit), pid, Some(stdout), Some(stderr))
+            }
+            Spawned::Unsupported => spawn_portable(&spec, Some(cg))?,
+        },
+        None => spawn_portable(&spec, None)?,
+    };
+    let (child, pgid, stdout, stderr) = started;
+    let guard = GroupGuard::new(pgid);
+    let mut pumps = Vec::with_capacity(2);
+    for (pipe, stream) in [(stdout, LogStream::Stdout), (stderr, LogStream::Stderr)] {
+        if let Some(pipe) = pipe {
+            let job_id = spec.job_id.to_string();
+            pumps.push(tokio::spawn(pump(
+                pipe,
+                job_id,
+                spec.index,
+                stream,
+                events.clone(),
+            )));
+        }
+    }
+    Ok(Step {
+        child,
+        pgid,
+        guard,
+        cgroup,
+        pumps,
+    })
+}
+
+/// `tokio::process` spawn: `sh -c <command>`, behind a wrapper that enters `cgroup` if any.
+fn spawn_portable(
+    spec: &StepSpec<'_>,
+    cgroup: Option<&StepCgroup>,
+) -> std::io::Result<(StepProcess, i32, Option<Output>, Option<Output>)> {
     let mut command = Command::new("sh");
-    match &cgroup {
+    match cgroup {
         Some(cg) => command
             .arg("-c")
             .arg(ENTER_CGROUP)
@@ -67,7 +130,7 @@ pub(crate) fn spawn(spec: StepSpec<'_>, events: &mpsc::Sender<Report>) -> std::i
     };
     let mut child = command
         .current_dir(spec.cwd)
-        .envs(spec.env)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -78,33 +141,9 @@ pub(crate) fn spawn(spec: StepSpec<'_>, events: &mpsc::Sender<Report>) -> std::i
         .id()
         .and_then(|pid| i32::try_from(pid).ok())
         .ok_or_else(|| std::io::Error::other("spawned step has no pid"))?;
-    let guard = GroupGuard::new(pgid);
-    let mut pumps = Vec::with_capacity(2);
-    if let Some(out) = child.stdout.take() {
-        pumps.push(tokio::spawn(pump(
-            out,
-            spec.job_id.to_string(),
-            spec.index,
-            LogStream::Stdout,
-            events.clone(),
-        )));
-    }
-    if let Some(err) = child.stderr.take() {
-        pumps.push(tokio::spawn(pump(
-            err,
-            spec.job_id.to_string(),
-            spec.index,
-            LogStream::Stderr,
-            events.clone(),
-        )));
-    }
-    Ok(Step {
-        child,
-        pgid,
-        guard,
-        cgroup,
-        pumps,
-    })
+    let stdout = child.stdout.take().map(|p| Box::new(p) as Output);
+    let stderr = child.stderr.take().map(|p| Box::new(p) as Output);
+    Ok((StepProcess::Spawned(child), pgid, stdout, stderr))
 }
 
 impl Step {

@@ -360,3 +360,33 @@ async fn abandon_sends_the_actions_cancel_signal_first() {
     );
     assert!(!h.output(LogStream::System).contains("sent SIGKILL"));
 }
+
+#[tokio::test]
+async fn a_step_starts_in_its_own_cgroup_with_plain_stdio_and_default_signals() {
+    let spec = job(
+        "plain-1",
+        &[
+            // The shell's own cgroup (not only its children's), stdin empty, SIGPIPE default
+            // (`yes` dies quietly of it instead of complaining of a broken pipe).
+            "cat /proc/$$/cgroup; read -r line || echo stdin-empty; yes | head -n 1; echo \"args $0 $#\"",
+        ],
+    );
+    let mut h = Harness::start(spec, &[]);
+    let end = h.end().await;
+    assert_eq!(end.outcome, JobOutcome::Succeeded, "{end:?}");
+    let out = h.output(LogStream::Stdout);
+    assert!(out.contains("stdin-empty"), "{out}");
+    assert!(out.contains("\ny\n"), "{out}");
+    assert!(out.contains("args sh 0"), "{out}");
+    let err = h.output(LogStream::Stderr);
+    assert!(!err.contains("Broken pipe"), "SIGPIPE was ignored: {err}");
+    let unified = out.lines().find(|l| l.starts_with("0::")).unwrap_or("");
+    if baton_worker::cgroup::available() {
+        assert!(
+            unified.contains("/baton-") && unified.ends_with("-plain-1-0"),
+            "the step's shell is not in its step cgroup: {out}"
+        );
+    } else {
+        eprintln!("no writable cgroup v2 here: the step cgroup is not checked");
+    }
+}

@@ -89,9 +89,9 @@ pub async fn run(opts: Fleet) -> anyhow::Result<serde_json::Value> {
         "pipelines": opts.pipelines,
         "rss_at_rest_mib": after.rss_mib,
         "cpu_at_rest_pct": cpu_pct,
-        "dispatch_p50_ms": percentile(&figures, 50.0),
-        "dispatch_p99_ms": percentile(&figures, 99.0),
-        "dispatch_max_ms": max(&figures),
+        "dispatch_p50_ms": percentile(&figures.total, 50.0),
+        "dispatch_p99_ms": percentile(&figures.total, 99.0),
+        "dispatch_max_ms": max(&figures.total),
     }))
 }
 
