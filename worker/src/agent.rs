@@ -192,6 +192,7 @@ impl Agent {
                 Vec::new()
             }
             CMsg::Abandon(a) => {
+                tracing::trace!(target: "baton::hop", "worker-abandon");
                 let ack = ack(&a.job_id, SignalKind::Abandon);
                 let grace = (a.grace_ms > 0).then(|| Duration::from_millis(a.grace_ms));
                 self.control(&a.job_id, JobControl::Abandon { grace });
@@ -212,6 +213,7 @@ impl Agent {
     }
 
     fn on_offer(&mut self, job: JobSpec) -> Vec<WorkerMessage> {
+        tracing::trace!(target: "baton::hop", "worker-offer");
         let job_id = job.job_id.clone();
         let reply = |accepted: bool, reason: &str| {
             wire(Msg::OfferReply(OfferReply {
@@ -246,6 +248,7 @@ impl Agent {
             worker_name: self.config.name.clone(),
             coordinator: self.config.coordinator.clone(),
             lease: self.lease,
+            shell: self.config.shell_words(),
         };
         let reports = self.reports.clone();
         self.tasks

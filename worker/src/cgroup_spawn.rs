@@ -25,7 +25,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -135,11 +135,11 @@ impl Drop for ExitWatch {
     }
 }
 
-/// Starts `sh -c <command>` inside the cgroup at `cgroup_dir`, leader of a new process group,
-/// in `cwd`, with the worker's environment plus `env`, stdin from `/dev/null`, stdout and stderr
-/// into pipes.
+/// Starts `line` (a program, found on PATH unless it holds a `/`, and its arguments) inside
+/// the cgroup at `cgroup_dir`, leader of a new process group, in `cwd`, with the worker's
+/// environment plus `env`, stdin from `/dev/null`, stdout and stderr into pipes.
 pub(crate) fn spawn(
-    command: &str,
+    line: &[&str],
     cwd: &Path,
     env: &[(String, String)],
     cgroup_dir: &Path,
@@ -147,16 +147,15 @@ pub(crate) fn spawn(
     if REFUSED.load(Ordering::Relaxed) {
         return Ok(Spawned::Unsupported);
     }
-    let Some(shell) = shell_path() else {
-        // No `sh` on PATH: the portable way reports that as the standard library words it.
+    let Some(program) = line.first().and_then(|p| program_path(p)) else {
+        // Not found: the portable way reports that as the standard library words it.
         return Ok(Spawned::Unsupported);
     };
     // Everything the child needs is made here, before the fork.
-    let argv_owned = [
-        c"sh".to_owned(),
-        c"-c".to_owned(),
-        cstring(command.as_bytes())?,
-    ];
+    let argv_owned = line
+        .iter()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<std::io::Result<Vec<_>>>()?;
     let argv: Vec<*const libc::c_char> = argv_owned
         .iter()
         .map(|a| a.as_ptr())
@@ -202,7 +201,7 @@ pub(crate) fn spawn(
         // SAFETY: every pointer refers to memory prepared above, alive in the child's copy.
         unsafe {
             exec_child(
-                shell.as_ptr(),
+                program.as_ptr(),
                 argv.as_ptr(),
                 envp.as_ptr(),
                 cwd_c.as_ptr(),
@@ -328,18 +327,28 @@ unsafe fn fail(report: RawFd, what: u8) -> ! {
     }
 }
 
-/// `sh` as found on PATH once (the standard library's spawn would search the same way).
-fn shell_path() -> Option<&'static CString> {
-    static SHELL: OnceLock<Option<CString>> = OnceLock::new();
-    SHELL
-        .get_or_init(|| {
-            let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("sh"))
-                .find(|p| is_executable(p))
-                .and_then(|p: PathBuf| CString::new(p.into_os_string().into_vec()).ok())
-        })
-        .as_ref()
+/// `program`'s path: as given when it holds a `/`, else the first on PATH (the standard
+/// library's spawn searches the same way). The last answer is kept: a worker runs every step
+/// with the same shell.
+fn program_path(program: &str) -> Option<CString> {
+    static LAST: Mutex<Option<(String, CString)>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((name, path)) = last.as_ref()
+        && name == program
+    {
+        return Some(path.clone());
+    }
+    let found: PathBuf = if program.contains('/') {
+        PathBuf::from(program)
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|p| is_executable(p))?
+    };
+    let found = CString::new(found.into_os_string().into_vec()).ok()?;
+    *last = Some((program.to_string(), found.clone()));
+    Some(found)
 }
 
 fn is_executable(path: &Path) -> bool {

@@ -12,6 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::WorkerError;
 
+/// The default command that runs each step (see [`WorkerConfig::shell`]).
+pub const DEFAULT_SHELL: &str = "sh -c";
+
 /// The default coordinator address.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7411";
 
@@ -47,6 +50,8 @@ baton_settings::settings! {
         key_file: Option<PathBuf> = None, env "BATON_KEY_FILE";
         /// Run each job under a supervisor process (`baton-worker supervise`) that outlives the worker, so a worker restarted within its lease re-attaches its running jobs with complete logs. `false` runs jobs inside the worker process: they start sooner (see the README's figures) but die with it. Default: true.
         supervise_jobs: bool = true, env "BATON_WORKER_SUPERVISE_JOBS";
+        /// The command that runs each step, split on spaces, the step's text appended as its last argument: `bash -e -o pipefail -c` gives steps bash and stops a step at its first failing command. Default: `sh -c`.
+        shell: String = DEFAULT_SHELL.to_string(), env "BATON_WORKER_SHELL";
         /// Log format: `text` or `json` (filter with `RUST_LOG`, e.g. `RUST_LOG=baton_worker=debug`). Default: text.
         log_format: String = "text".to_string(), env "BATON_LOG_FORMAT";
     }
@@ -66,6 +71,11 @@ impl WorkerConfig {
                 self.log_format
             )));
         }
+        if self.shell_words().is_empty() {
+            return Err(WorkerError::Config(
+                "`shell` is empty: use a command such as `sh -c` or `bash -e -c`".into(),
+            ));
+        }
         if self.slots == 0 {
             return Err(WorkerError::Config(
                 "`slots` is 0: a worker needs at least one slot".into(),
@@ -77,6 +87,11 @@ impl WorkerConfig {
             ));
         }
         self.client_tls().map(|_| ())
+    }
+
+    /// [`WorkerConfig::shell`] as a program and its arguments.
+    pub fn shell_words(&self) -> Vec<String> {
+        shell_words(&self.shell)
     }
 
     /// The rustls client config when the coordinator URL is `https://`.
@@ -101,6 +116,11 @@ impl WorkerConfig {
         .map(Some)
         .map_err(|e| WorkerError::Config(e.to_string()))
     }
+}
+
+/// A `shell` setting as a program and its arguments (split on whitespace; no quoting).
+pub fn shell_words(shell: &str) -> Vec<String> {
+    shell.split_whitespace().map(str::to_string).collect()
 }
 
 /// The machine's host name, or `baton-worker` when it cannot be read.
@@ -129,5 +149,24 @@ impl Shutdown {
     /// Two fresh, uncancelled tokens.
     pub fn new() -> Self {
         Self::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shell_splits_on_whitespace_and_an_empty_one_is_refused() {
+        let mut config = WorkerConfig {
+            shell: "  bash -e\t-o pipefail -c ".into(),
+            ..WorkerConfig::default()
+        };
+        assert_eq!(config.shell_words(), ["bash", "-e", "-o", "pipefail", "-c"]);
+        assert!(config.validate().is_ok());
+        config.shell = "   ".into();
+        let err = config.validate().expect_err("empty shell").to_string();
+        assert!(err.contains("`shell` is empty"), "{err}");
+        assert_eq!(WorkerConfig::default().shell_words(), ["sh", "-c"]);
     }
 }

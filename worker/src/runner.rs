@@ -98,6 +98,9 @@ pub struct JobContext {
     /// worker process to take it over once its own is gone, before it abandons itself. `None`:
     /// 15 s. [`run_job`] does not use it.
     pub lease: Option<Duration>,
+    /// The program and arguments that run each step, the step's text appended (the worker's
+    /// `shell` setting); empty means `sh -c`.
+    pub shell: Vec<String>,
 }
 
 /// Runs `spec` to its end and returns how it ended (`None` if withdrawn); the same end is the
@@ -180,8 +183,11 @@ struct Job {
 
 impl Job {
     async fn run(&mut self) -> Option<JobEnd> {
+        tracing::trace!(target: "baton::hop", "runner-run");
         let dir = self.ctx.work_dir.join(dir_name(&self.spec.job_id));
-        if let Err(err) = tokio::fs::create_dir_all(&dir).await {
+        // A few system calls: done here rather than on tokio's blocking pool (a thread hop
+        // each way, 0.1 ms on the way to the first step).
+        if let Err(err) = std::fs::create_dir_all(&dir) {
             return Some(end(
                 JobOutcome::Failed,
                 -1,
@@ -213,12 +219,14 @@ impl Job {
             if self.deadline.is_some_and(|d| Instant::now() >= d) {
                 return Some(end(JobOutcome::Failed, -1, self.timed_out(), steps_done));
             }
+            tracing::trace!(target: "baton::hop", "runner-step");
             let header = format!("==> step {}/{total}: {command}\n", i + 1);
             self.system(index, header).await;
             let started = Instant::now();
             let env = self.step_env(index);
             let spawned = step::spawn(
                 StepSpec {
+                    shell: &self.ctx.shell,
                     job_id: &self.spec.job_id,
                     index,
                     command,

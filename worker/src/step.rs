@@ -1,4 +1,4 @@
-//! One step: `sh -c <command>` as the leader of its own process group, with its stdout and stderr
+//! One step: `sh -c <command>` (or the worker's `shell`) as the leader of its own process group, with its stdout and stderr
 //! pumped into log events as they arrive (chunks of at most [`LOG_CHUNK`] bytes).
 //!
 //! A [`Step`] owns a [`GroupGuard`]: dropping a step that was not seen to the end kills its group.
@@ -60,6 +60,8 @@ impl StepProcess {
 
 /// Where a step runs and who hears about it.
 pub(crate) struct StepSpec<'a> {
+    /// The program and arguments that run the command (`sh -c` when empty).
+    pub shell: &'a [String],
     pub job_id: &'a str,
     pub index: u32,
     pub command: &'a str,
@@ -68,8 +70,18 @@ pub(crate) struct StepSpec<'a> {
 }
 
 /// The shell prologue that moves the step into its cgroup before the command runs, where the
-/// kernel cannot start it inside: `$0` is the cgroup's `cgroup.procs`, `$1` the command.
-const ENTER_CGROUP: &str = r#"{ echo 0 > "$0"; } 2>/dev/null; exec sh -c "$1""#;
+/// kernel cannot start it inside: `$0` is the cgroup's `cgroup.procs`, the rest the shell
+/// command line that runs the step.
+const ENTER_CGROUP: &str = r#"{ echo 0 > "$0"; } 2>/dev/null; exec "$@""#;
+
+/// The step's whole command line: the shell's words (`sh -c` when none), then the step.
+fn command_line<'a>(spec: &'a StepSpec<'_>) -> Vec<&'a str> {
+    let shell: Vec<&str> = match spec.shell.is_empty() {
+        true => vec!["sh", "-c"],
+        false => spec.shell.iter().map(String::as_str).collect(),
+    };
+    shell.into_iter().chain([spec.command]).collect()
+}
 
 /// A pipe the step writes its output to.
 type Output = Box<dyn AsyncRead + Send + Unpin>;
@@ -77,9 +89,11 @@ type Output = Box<dyn AsyncRead + Send + Unpin>;
 /// Starts `sh -c <command>` in a new process group (and its own cgroup where possible) and
 /// starts pumping its output.
 pub(crate) fn spawn(spec: StepSpec<'_>, events: &mpsc::Sender<Report>) -> std::io::Result<Step> {
+    tracing::trace!(target: "baton::hop", "worker-spawn");
     let cgroup = StepCgroup::create(spec.job_id, spec.index);
     let started = match &cgroup {
-        Some(cg) => match cgroup_spawn::spawn(spec.command, spec.cwd, &spec.env, cg.dir())? {
+        Some(cg) => match cgroup_spawn::spawn(&command_line(&spec), spec.cwd, &spec.env, cg.dir())?
+        {
             Spawned::Started(child) => {
                 let pid = child.pid;
                 let (exit, stdout, stderr) = child.into_parts();
@@ -91,6 +105,7 @@ pub(crate) fn spawn(spec: StepSpec<'_>, events: &mpsc::Sender<Report>) -> std::i
         None => spawn_portable(&spec, None)?,
     };
     let (child, pgid, stdout, stderr) = started;
+    tracing::trace!(target: "baton::hop", "worker-spawned");
     let guard = GroupGuard::new(pgid);
     let mut pumps = Vec::with_capacity(2);
     for (pipe, stream) in [(stdout, LogStream::Stdout), (stderr, LogStream::Stderr)] {
@@ -119,14 +134,19 @@ fn spawn_portable(
     spec: &StepSpec<'_>,
     cgroup: Option<&StepCgroup>,
 ) -> std::io::Result<(StepProcess, i32, Option<Output>, Option<Output>)> {
-    let mut command = Command::new("sh");
-    match cgroup {
-        Some(cg) => command
-            .arg("-c")
-            .arg(ENTER_CGROUP)
-            .arg(cg.procs_file())
-            .arg(spec.command),
-        None => command.arg("-c").arg(spec.command),
+    let line = command_line(spec);
+    let mut command = match cgroup {
+        Some(cg) => {
+            let mut wrapper = Command::new("sh");
+            wrapper.arg("-c").arg(ENTER_CGROUP).arg(cg.procs_file());
+            wrapper.args(&line);
+            wrapper
+        }
+        None => {
+            let mut direct = Command::new(line[0]);
+            direct.args(&line[1..]);
+            direct
+        }
     };
     let mut child = command
         .current_dir(spec.cwd)
@@ -172,6 +192,7 @@ impl Step {
     /// `signal` to the group (and to every process in the step's cgroup), up to `grace` for
     /// them to leave, then SIGKILL to all; returns once none lives. True when SIGKILL was needed.
     pub(crate) async fn terminate(&self, signal: Signal, grace: Duration) -> bool {
+        tracing::trace!(target: "baton::hop", "worker-signal");
         proc_group::signal(self.pgid, signal);
         if let Some(cg) = &self.cgroup {
             for pid in cg.pids() {
@@ -251,4 +272,46 @@ pub(crate) fn exit_code(status: ExitStatus) -> i32 {
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(-1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads one pipe to its end.
+    async fn read_all(mut pipe: Output) -> String {
+        let mut out = Vec::new();
+        let _ = pipe.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// The way steps start where `clone3` into a cgroup is refused (Docker's default seccomp
+    /// profile): a wrapper shell enters the cgroup, then runs the worker's shell.
+    #[tokio::test]
+    async fn the_portable_way_enters_the_cgroup_then_runs_the_workers_shell() {
+        let dir = std::env::temp_dir();
+        let shell = ["bash".to_string(), "-c".to_string()];
+        let spec = StepSpec {
+            shell: &shell,
+            job_id: "portable",
+            index: 0,
+            command: "echo \"${BASH_VERSION:+bash} $0\"; cat /proc/$$/cgroup",
+            cwd: &dir,
+            env: vec![("BATON_STEP".into(), "0".into())],
+        };
+        let cgroup = StepCgroup::create(spec.job_id, spec.index);
+        let (mut child, pgid, stdout, _) = spawn_portable(&spec, cgroup.as_ref()).expect("spawn");
+        let out = read_all(stdout.expect("stdout")).await;
+        let status = child.wait().await.expect("wait");
+        assert!(status.success(), "{status:?}: {out}");
+        assert!(pgid > 0);
+        assert!(out.starts_with("bash bash\n"), "{out}");
+        match &cgroup {
+            Some(cg) => {
+                let name = cg.dir().file_name().and_then(|n| n.to_str()).unwrap_or("?");
+                assert!(out.contains(name), "not in {name}: {out}");
+            }
+            None => eprintln!("no writable cgroup v2 here: the cgroup is not checked"),
+        }
+    }
 }

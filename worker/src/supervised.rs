@@ -137,7 +137,9 @@ fn start(exe: &Path, job_dir: &JobDir, job: &JobSpec, ctx: &JobContext) -> std::
     }
     std::fs::create_dir_all(&job_dir.dir)?;
     std::fs::write(job_dir.file("job"), job.encode_to_vec())?;
-    let context = format!("{}\n{}\n", ctx.worker_name, ctx.coordinator);
+    // One value per line: worker name, coordinator, shell (its words joined by spaces).
+    let shell = ctx.shell.join(" ");
+    let context = format!("{}\n{}\n{shell}\n", ctx.worker_name, ctx.coordinator);
     std::fs::write(job_dir.file("context"), context)?;
     job_dir.attach(ctx.lease)?;
     let log = std::fs::File::create(job_dir.file("supervisor.log"))?;

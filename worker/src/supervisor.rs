@@ -85,6 +85,8 @@ async fn supervise(job_dir: JobDir) -> Result<(), String> {
         worker_name: lines.next().unwrap_or_default().to_string(),
         coordinator: lines.next().unwrap_or_default().to_string(),
         lease: None,
+        // A context written before the setting existed has no third line: the default.
+        shell: crate::config::shell_words(lines.next().unwrap_or_default()),
     };
     let mut spool = SpoolWriter::open(&job_dir.file("spool"))
         .map_err(|e| format!("cannot open the spool: {e}"))?;

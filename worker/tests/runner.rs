@@ -34,6 +34,11 @@ fn job(id: &str, steps: &[&str]) -> JobSpec {
 impl Harness {
     /// Starts `spec`; `before` are signals queued before the job starts.
     fn start(spec: JobSpec, before: &[JobControl]) -> Self {
+        Self::start_with_shell(spec, before, Vec::new())
+    }
+
+    /// [`Harness::start`] with the worker's `shell` setting split into `shell`.
+    fn start_with_shell(spec: JobSpec, before: &[JobControl], shell: Vec<String>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let (events_tx, events) = mpsc::channel(64);
         let (control, control_rx) = mpsc::channel(8);
@@ -45,6 +50,7 @@ impl Harness {
             worker_name: "test-worker".into(),
             coordinator: "http://127.0.0.1:7411".into(),
             lease: None,
+            shell,
         };
         let task = tokio::spawn(run_job(spec, ctx, events_tx, control_rx));
         Self {
@@ -389,4 +395,24 @@ async fn a_step_starts_in_its_own_cgroup_with_plain_stdio_and_default_signals() 
     } else {
         eprintln!("no writable cgroup v2 here: the step cgroup is not checked");
     }
+}
+
+#[tokio::test]
+async fn the_workers_shell_setting_runs_each_step() {
+    let spec = job(
+        "shell-1",
+        &[
+            // bash with pipefail: the pipeline fails although its last command succeeds.
+            "echo \"in ${BASH_VERSION:+bash}\"; false | true",
+        ],
+    );
+    let shell = baton_worker::config::shell_words("bash -e -o pipefail -c");
+    let mut h = Harness::start_with_shell(spec, &[], shell);
+    let end = h.end().await;
+    assert_eq!(
+        (end.outcome, end.exit_code),
+        (JobOutcome::Failed, 1),
+        "{end:?}"
+    );
+    assert_eq!(h.output(LogStream::Stdout), "in bash\n");
 }

@@ -34,6 +34,11 @@ fn job(id: &str, steps: &[&str]) -> JobSpec {
 
 impl Harness {
     fn start(spec: JobSpec) -> Self {
+        Self::start_with_shell(spec, Vec::new())
+    }
+
+    /// Starts `spec` with the worker's `shell` setting split into `shell`.
+    fn start_with_shell(spec: JobSpec, shell: Vec<String>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let launcher = SupervisedLauncher::new(PathBuf::from(env!("CARGO_BIN_EXE_baton-worker")));
         let (events_tx, events) = mpsc::channel(64);
@@ -43,6 +48,7 @@ impl Harness {
             worker_name: "test-worker".into(),
             coordinator: "http://127.0.0.1:7411".into(),
             lease: None,
+            shell,
         };
         tokio::spawn(launcher.launch(spec, ctx, events_tx, control_rx));
         Self {
@@ -181,4 +187,16 @@ async fn drain_reaches_the_supervisor_the_step_finishes_and_the_rest_is_skipped(
     assert_eq!(end.outcome, JobOutcome::Stopped);
     assert_eq!(end.steps_done, 1);
     assert!(!h.output(LogStream::Stdout).contains("never"));
+}
+
+#[tokio::test]
+async fn the_supervisor_runs_steps_with_the_workers_shell() {
+    let shell = baton_worker::config::shell_words("bash -c");
+    let mut h = Harness::start_with_shell(
+        job("j-shell", &["echo \"in ${BASH_VERSION:+bash}\""]),
+        shell,
+    );
+    let end = h.end().await;
+    assert_eq!(end.outcome, JobOutcome::Succeeded, "{end:?}");
+    assert_eq!(h.output(LogStream::Stdout), "in bash\n");
 }
