@@ -138,6 +138,7 @@ impl PipelineService for PipelineApi {
         &self,
         req: Request<pb::StartPipelineExecutionRequest>,
     ) -> Result<Response<pb::StartPipelineExecutionResponse>, Status> {
+        tracing::trace!(target: "baton::hop", "api-start");
         let req = req.into_inner();
         let revision = convert::revision_from(req.revision);
         if revision.branch.is_empty() || revision.commit.is_empty() {
@@ -159,6 +160,7 @@ impl PipelineService for PipelineApi {
             })
             .await
             .map_err(CoordError::from)??;
+        tracing::trace!(target: "baton::hop", "api-start-answer");
         Ok(Response::new(pb::StartPipelineExecutionResponse {
             execution_id: started.execution_id,
             deduplicated: started.deduplicated,

@@ -98,6 +98,7 @@ impl Dispatcher {
     }
 
     fn send(&self, worker: &str, msg: ToWorker) -> bool {
+        tracing::trace!(target: "baton::hop", "dispatcher-send");
         self.workers
             .get(worker)
             .and_then(|w| w.tx.as_ref())

@@ -340,6 +340,7 @@ impl PipelineActor {
     /// The store answered for `batch`: every batch at the front that has landed is done, in
     /// the order they were queued.
     fn landed(&mut self, batch: u64, result: Result<(), StoreError>, ctx: &mut Context<Self>) {
+        tracing::trace!(target: "baton::hop", "actor-landed");
         if let Some(entry) = self.in_flight.iter_mut().find(|e| e.batch == batch) {
             entry.result = Some(result);
         }
@@ -601,6 +602,7 @@ impl PipelineActor {
 impl Handler<Start> for PipelineActor {
     type Result = ResponseFuture<Result<Started, CoordError>>;
     fn handle(&mut self, msg: Start, ctx: &mut Context<Self>) -> Self::Result {
+        tracing::trace!(target: "baton::hop", "actor-start");
         let token = msg.client_request_token;
         if !token.is_empty() {
             // A retry racing the first call finds its token here while the first call's

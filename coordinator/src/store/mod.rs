@@ -423,7 +423,9 @@ fn write_loop(
                 .collect(),
         );
         let started = std::time::Instant::now();
+        tracing::trace!(target: "baton::hop", "writer-got");
         let result = engine.apply(&ops);
+        tracing::trace!(target: "baton::hop", "writer-applied");
         if let Some(m) = &metrics {
             m.batch_ops.observe(ops.len() as f64);
             m.flush_seconds.observe(started.elapsed().as_secs_f64());
