@@ -190,10 +190,21 @@ async fn run(scenario: Scenario) -> anyhow::Result<Vec<serde_json::Value>> {
     })
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // The signal-recording job the cancel scenario runs (a process of its own, no runtime).
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(marks::RECORDER_COMMAND) {
+        return marks::recorder_main(&argv[2..]);
+    }
     let args = Args::parse();
-    match run(args.scenario).await {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("baton-bench: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args.scenario)) {
         Ok(figures) => {
             for f in figures {
                 println!("{f}");

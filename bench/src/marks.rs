@@ -14,6 +14,86 @@ echo "$EPOCHREALTIME" > "$1/start-$BATON_COMMIT"
 if [ "${2:-}" = "wait" ]; then sleep 600 & wait; fi
 "#;
 
+/// How a job is written and which shell the worker runs it with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobShell {
+    /// The worker's default shell (`sh -c`) runs `bash mark-job.sh`: the mark is taken by a
+    /// second interpreter the step starts.
+    ShThenBashScript,
+    /// The worker's `shell` is `bash -c` and the step itself writes the mark: its first
+    /// instruction is the job's first instruction.
+    Bash,
+}
+
+impl JobShell {
+    /// Both, the default first.
+    pub const ALL: [JobShell; 2] = [JobShell::ShThenBashScript, JobShell::Bash];
+
+    /// How the tables name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            JobShell::ShThenBashScript => "sh -c 'bash script'",
+            JobShell::Bash => "--shell 'bash -c', inline",
+        }
+    }
+
+    /// The worker flags it needs.
+    pub fn worker_args(self) -> &'static [&'static str] {
+        match self {
+            JobShell::ShThenBashScript => &[],
+            JobShell::Bash => &["--shell", "bash -c"],
+        }
+    }
+
+    /// The JSON key suffix.
+    pub fn key(self) -> &'static str {
+        match self {
+            JobShell::ShThenBashScript => "",
+            JobShell::Bash => "_bash_shell",
+        }
+    }
+}
+
+/// The hidden `baton-bench` subcommand that runs the signal-recording job.
+pub const RECORDER_COMMAND: &str = "record-signal-job";
+
+/// The signal-recording job: `baton-bench record-signal-job MARKS_DIR` marks its start, then
+/// waits for SIGTERM in `sigwait` and marks the moment it returns. Unlike a bash trap (which
+/// runs once the shell's `wait` returns and its children are reaped), nothing stands between
+/// the signal's arrival and the clock read. `$BATON_COMMIT` names the marks.
+pub fn recorder_main(args: &[String]) -> std::process::ExitCode {
+    use nix::sys::signal::{SigSet, Signal};
+    let Some(dir) = args.first().map(PathBuf::from) else {
+        eprintln!("usage: baton-bench {RECORDER_COMMAND} MARKS_DIR");
+        return std::process::ExitCode::FAILURE;
+    };
+    let commit = std::env::var("BATON_COMMIT").unwrap_or_default();
+    let mut term = SigSet::empty();
+    term.add(Signal::SIGTERM);
+    // Blocked before the start mark: a SIGTERM that comes early waits for `sigwait`.
+    if let Err(e) = term.thread_block() {
+        eprintln!("cannot block SIGTERM: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let mark = |kind: &str| {
+        let _ = std::fs::write(
+            dir.join(format!("{kind}-{commit}")),
+            format!("{}\n", now_epoch()),
+        );
+    };
+    mark("start");
+    match term.wait() {
+        Ok(_) => {
+            mark("term");
+            std::process::ExitCode::from(143)
+        }
+        Err(e) => {
+            eprintln!("sigwait: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Where a scenario's jobs leave their marks.
 pub struct Marks {
     dir: PathBuf,
@@ -39,13 +119,40 @@ impl Marks {
     }
 
     /// The step that marks its start and ends.
-    pub fn quick_step(&self) -> String {
-        format!("bash {} {}", self.script.display(), self.dir.display())
+    pub fn quick_step(&self, shell: JobShell) -> String {
+        match shell {
+            JobShell::ShThenBashScript => {
+                format!("bash {} {}", self.script.display(), self.dir.display())
+            }
+            JobShell::Bash => format!(
+                "echo \"$EPOCHREALTIME\" > '{}/start-'\"$BATON_COMMIT\"",
+                self.dir.display()
+            ),
+        }
+    }
+
+    /// The step that runs the signal-recording job ([`recorder_main`]).
+    pub fn recorder_step(&self) -> anyhow::Result<String> {
+        let exe = std::env::current_exe().context("cannot find baton-bench's own path")?;
+        Ok(format!(
+            "exec '{}' {RECORDER_COMMAND} '{}'",
+            exe.display(),
+            self.dir.display()
+        ))
     }
 
     /// The step that marks its start, then waits until it is signalled.
-    pub fn waiting_step(&self) -> String {
-        format!("bash {} {} wait", self.script.display(), self.dir.display())
+    pub fn waiting_step(&self, shell: JobShell) -> String {
+        match shell {
+            JobShell::ShThenBashScript => {
+                format!("bash {} {} wait", self.script.display(), self.dir.display())
+            }
+            JobShell::Bash => format!(
+                "trap 'echo \"$EPOCHREALTIME\" > \"{dir}/term-$BATON_COMMIT\"; exit 143' TERM; {start}; sleep 600 & wait",
+                dir = self.dir.display(),
+                start = self.quick_step(JobShell::Bash),
+            ),
+        }
     }
 
     /// Waits (polling every 200 µs) for the `kind` mark of `commit` and returns its time.
@@ -68,15 +175,19 @@ impl Marks {
         }
     }
 
-    /// How long `sh -c STEP` takes to reach the script's first instruction on this machine,
+    /// How long the worker's shell takes from its start to the mark on this machine,
     /// measured `runs` times without Baton: the floor under every dispatch figure.
-    pub async fn local_startup_ms(&self, runs: usize) -> anyhow::Result<Vec<f64>> {
+    pub async fn local_startup_ms(&self, runs: usize, shell: JobShell) -> anyhow::Result<Vec<f64>> {
+        let program = match shell {
+            JobShell::ShThenBashScript => "sh",
+            JobShell::Bash => "bash",
+        };
         let mut out = Vec::with_capacity(runs);
         for i in 0..runs {
-            let commit = format!("local-{i}");
+            let commit = format!("local-{}-{i}", shell.key());
             let t0 = now_epoch();
-            let mut child = tokio::process::Command::new("sh")
-                .args(["-c", &self.quick_step()])
+            let mut child = tokio::process::Command::new(program)
+                .args(["-c", &self.quick_step(shell)])
                 .env("BATON_COMMIT", &commit)
                 .spawn()
                 .context("cannot run sh")?;

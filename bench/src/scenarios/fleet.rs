@@ -13,7 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::latency::{dispatch_runs, print_dispatch};
 use crate::cluster::{Cluster, proc_stats};
-use crate::marks::Marks;
+use crate::marks::{JobShell, Marks};
 use crate::sim_worker::{SimJobs, SimWorker};
 use crate::stats::{Table, max, percentile};
 
@@ -58,11 +58,13 @@ pub async fn run(opts: Fleet) -> anyhow::Result<serde_json::Value> {
         "mode: parallel\n",
         "",
         "pool: real",
-        &marks.quick_step(),
+        &marks.quick_step(JobShell::ShThenBashScript),
     );
     cluster.put_pipeline(&yaml).await?;
     let figures = dispatch_runs(&cluster, &marks, "bench-fleet-dispatch", opts.runs).await?;
-    let startup = marks.local_startup_ms(opts.runs.min(50)).await?;
+    let startup = marks
+        .local_startup_ms(opts.runs.min(50), JobShell::ShThenBashScript)
+        .await?;
 
     println!(
         "\nfleet: {} simulated workers heartbeating, {} pipelines",
@@ -82,7 +84,12 @@ pub async fn run(opts: Fleet) -> anyhow::Result<serde_json::Value> {
         format!("{cpu_pct:.1}% of one core"),
     ]);
     table.print();
-    print_dispatch("dispatch-latency under that load", &figures, &startup);
+    print_dispatch(
+        "dispatch-latency under that load",
+        &figures,
+        &startup,
+        JobShell::ShThenBashScript,
+    );
     Ok(json!({
         "scenario": "fleet",
         "workers": opts.workers,

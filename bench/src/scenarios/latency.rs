@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{abandon, one_stage_pipeline, start};
 use crate::cluster::Cluster;
-use crate::marks::{Marks, now_epoch};
+use crate::marks::{JobShell, Marks, now_epoch};
 use crate::stats::{Table, max, ms, percentile};
 use crate::watch::Watcher;
 
@@ -23,41 +23,54 @@ const JOB_MODES: [(&str, &[&str]); 2] = [
 ];
 
 /// From StartPipelineExecution to the job's first instruction, on an idle worker, `runs` times,
-/// with jobs under a supervisor and inside the worker.
+/// with jobs under a supervisor and inside the worker, each with the default shell running a
+/// bash script and with a bash shell whose step is the mark itself.
 pub async fn dispatch(runs: usize) -> anyhow::Result<serde_json::Value> {
     let mut out = json!({ "scenario": "dispatch-latency", "runs": runs });
     for (i, (mode, args)) in JOB_MODES.iter().enumerate() {
-        let mut cluster = Cluster::start().await?;
-        cluster.worker_args(args);
-        cluster
-            .add_worker("w1", &BTreeMap::from([("pool", "real")]), 1)
-            .await?;
-        let marks = Marks::new(cluster.dir.path())?;
-        let yaml = one_stage_pipeline(
-            "bench-dispatch",
-            "mode: parallel\n",
-            "",
-            "pool: real",
-            &marks.quick_step(),
-        );
-        cluster.put_pipeline(&yaml).await?;
-        let figures = dispatch_runs(&cluster, &marks, "bench-dispatch", runs).await?;
-        let startup = marks.local_startup_ms(runs.min(50)).await?;
-        print_dispatch(
-            &format!("dispatch-latency (idle worker, jobs {mode})"),
-            &figures,
-            &startup,
-        );
-        let key = if i == 0 { "supervised" } else { "in_worker" };
-        out[key] = json!({
+        for shell in JobShell::ALL {
+            let mut cluster = Cluster::start().await?;
+            let args: Vec<&str> = args.iter().chain(shell.worker_args()).copied().collect();
+            cluster.worker_args(&args);
+            cluster
+                .add_worker("w1", &BTreeMap::from([("pool", "real")]), 1)
+                .await?;
+            let marks = Marks::new(cluster.dir.path())?;
+            let yaml = one_stage_pipeline(
+                "bench-dispatch",
+                "mode: parallel\n",
+                "",
+                "pool: real",
+                &marks.quick_step(shell),
+            );
+            cluster.put_pipeline(&yaml).await?;
+            let figures = dispatch_runs(&cluster, &marks, "bench-dispatch", runs).await?;
+            let startup = marks.local_startup_ms(runs.min(50), shell).await?;
+            print_dispatch(
+                &format!(
+                    "dispatch-latency (idle worker, jobs {mode}, {})",
+                    shell.label()
+                ),
+                &figures,
+                &startup,
+                shell,
+            );
+            let key = if i == 0 { "supervised" } else { "in_worker" };
+            out[format!("{key}{}", shell.key())] = dispatch_summary(&figures, &startup);
+        }
+    }
+    Ok(out)
+}
+
+/// The JSON summary of one dispatch measurement.
+fn dispatch_summary(figures: &DispatchFigures, startup: &[f64]) -> serde_json::Value {
+    json!({
             "p50_ms": percentile(&figures.total, 50.0),
             "p99_ms": percentile(&figures.total, 99.0),
             "max_ms": max(&figures.total),
             "start_call_p50_ms": percentile(&figures.call, 50.0),
-            "shell_startup_p50_ms": percentile(&startup, 50.0),
-        });
-    }
-    Ok(out)
+        "shell_startup_p50_ms": percentile(startup, 50.0),
+    })
 }
 
 /// Dispatch figures in milliseconds, one per run.
@@ -94,7 +107,7 @@ pub async fn dispatch_runs(
 }
 
 /// Prints dispatch figures next to the machine's own process start-up time.
-pub fn print_dispatch(title: &str, figures: &DispatchFigures, startup: &[f64]) {
+pub fn print_dispatch(title: &str, figures: &DispatchFigures, startup: &[f64], shell: JobShell) {
     println!("\n{title}: {} runs", figures.total.len());
     let mut table = Table::new(&["measure", "p50", "p99", "max"]);
     for (name, values) in [
@@ -109,7 +122,10 @@ pub fn print_dispatch(title: &str, figures: &DispatchFigures, startup: &[f64]) {
         ]);
     }
     table.row(vec![
-        "of which `sh -c bash script` start-up (measured locally, no Baton)".into(),
+        format!(
+            "of which `{}` start-up (measured locally, no Baton)",
+            shell.label()
+        ),
         ms(percentile(startup, 50.0)),
         ms(percentile(startup, 99.0)),
         ms(max(startup)),
@@ -119,9 +135,10 @@ pub fn print_dispatch(title: &str, figures: &DispatchFigures, startup: &[f64]) {
 
 /// From StartPipelineExecution of a newer revision (auto-cancel running) and from
 /// StopPipelineExecution(abandon) to the older job's process group getting SIGTERM, with jobs
-/// under a supervisor and inside the worker.
+/// under a supervisor and inside the worker, each job either a signal recorder (the moment the
+/// signal arrives) or a bash trap (the moment bash runs its trap).
 pub async fn cancel(runs: usize) -> anyhow::Result<serde_json::Value> {
-    let mut table = Table::new(&["trigger", "jobs", "runs", "p50", "p99", "max"]);
+    let mut table = Table::new(&["trigger", "jobs", "job", "runs", "p50", "p99", "max"]);
     let mut out = json!({ "scenario": "cancel-latency", "runs": runs });
     for (i, (mode, args)) in JOB_MODES.iter().enumerate() {
         let mut cluster = Cluster::start().await?;
@@ -132,36 +149,60 @@ pub async fn cancel(runs: usize) -> anyhow::Result<serde_json::Value> {
                 .await?;
         }
         let marks = Marks::new(cluster.dir.path())?;
-        let step = marks.waiting_step();
-        let auto = one_stage_pipeline(
-            "bench-cancel",
-            "auto_cancel:\n  running: {}\n",
-            "",
-            "pool: real",
-            &step,
-        );
-        let suffix = if i == 0 { "" } else { "_in_worker" };
-        cluster.put_pipeline(&auto).await?;
-        let figures = cancel_by_newer(&cluster, &marks, runs).await?;
-        table.row(row("newer revision (auto-cancel running)", mode, &figures));
-        out[format!("auto_cancel{suffix}")] = summary(&figures);
-        let stop = one_stage_pipeline("bench-stop", "", "", "pool: real", &step);
-        cluster.put_pipeline(&stop).await?;
-        let (figures, calls) = cancel_by_stop(&cluster, &marks, runs).await?;
-        table.row(row("StopPipelineExecution(abandon)", mode, &figures));
-        table.row(row("  of which the call (durable, answered)", mode, &calls));
-        out[format!("stop_abandon{suffix}")] = summary(&figures);
-        out[format!("stop_call{suffix}")] = summary(&calls);
+        let jobs = [
+            ("signal recorder", "", marks.recorder_step()?),
+            (
+                "bash trap",
+                "_bash_trap",
+                marks.waiting_step(JobShell::ShThenBashScript),
+            ),
+        ];
+        for (job, job_key, step) in jobs {
+            let (cancel, stop) = (
+                format!("bench-cancel{job_key}"),
+                format!("bench-stop{job_key}"),
+            );
+            let auto = one_stage_pipeline(
+                &cancel,
+                "auto_cancel:\n  running: {}\n",
+                "",
+                "pool: real",
+                &step,
+            );
+            let suffix = format!("{}{job_key}", if i == 0 { "" } else { "_in_worker" });
+            cluster.put_pipeline(&auto).await?;
+            let figures = cancel_by_newer(&cluster, &marks, &cancel, runs).await?;
+            table.row(row(
+                "newer revision (auto-cancel running)",
+                mode,
+                job,
+                &figures,
+            ));
+            out[format!("auto_cancel{suffix}")] = summary(&figures);
+            let yaml = one_stage_pipeline(&stop, "", "", "pool: real", &step);
+            cluster.put_pipeline(&yaml).await?;
+            let (figures, calls) = cancel_by_stop(&cluster, &marks, &stop, runs).await?;
+            table.row(row("StopPipelineExecution(abandon)", mode, job, &figures));
+            table.row(row(
+                "  of which the call (durable, answered)",
+                mode,
+                job,
+                &calls,
+            ));
+            out[format!("stop_abandon{suffix}")] = summary(&figures);
+            out[format!("stop_call{suffix}")] = summary(&calls);
+        }
     }
     println!("\ncancel-latency: request -> SIGTERM seen by the older job's process group");
     table.print();
     Ok(out)
 }
 
-fn row(name: &str, mode: &str, figures: &[f64]) -> Vec<String> {
+fn row(name: &str, mode: &str, job: &str, figures: &[f64]) -> Vec<String> {
     vec![
         name.to_string(),
         mode.to_string(),
+        job.to_string(),
         figures.len().to_string(),
         ms(percentile(figures, 50.0)),
         ms(percentile(figures, 99.0)),
@@ -180,16 +221,17 @@ fn summary(figures: &[f64]) -> serde_json::Value {
 async fn cancel_by_newer(
     cluster: &Cluster,
     marks: &Marks,
+    pipeline: &str,
     runs: usize,
 ) -> anyhow::Result<Vec<f64>> {
-    let watcher = Watcher::start(cluster, "bench-cancel").await?;
+    let watcher = Watcher::start(cluster, pipeline).await?;
     let mut figures = Vec::with_capacity(runs);
     for i in 0..runs {
-        let (old, new) = (format!("c{i}-old"), format!("c{i}-new"));
-        let old_id = start(cluster, "bench-cancel", "main", &old).await?;
+        let (old, new) = (format!("{pipeline}-{i}-old"), format!("{pipeline}-{i}-new"));
+        let old_id = start(cluster, pipeline, "main", &old).await?;
         marks.wait("start", &old, WAIT).await?;
         let t0 = now_epoch();
-        let new_id = start(cluster, "bench-cancel", "main", &new).await?;
+        let new_id = start(cluster, pipeline, "main", &new).await?;
         let term = marks.wait("term", &old, WAIT).await?;
         figures.push((term - t0) * 1000.0);
         marks.wait("start", &new, WAIT).await?;
@@ -203,14 +245,15 @@ async fn cancel_by_newer(
 async fn cancel_by_stop(
     cluster: &Cluster,
     marks: &Marks,
+    pipeline: &str,
     runs: usize,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
-    let watcher = Watcher::start(cluster, "bench-stop").await?;
+    let watcher = Watcher::start(cluster, pipeline).await?;
     let mut figures = Vec::with_capacity(runs);
     let mut calls = Vec::with_capacity(runs);
     for i in 0..runs {
-        let commit = format!("s{i}");
-        let id = start(cluster, "bench-stop", "main", &commit).await?;
+        let commit = format!("{pipeline}-{i}");
+        let id = start(cluster, pipeline, "main", &commit).await?;
         marks.wait("start", &commit, WAIT).await?;
         let t0 = now_epoch();
         abandon(cluster, &id).await?;
