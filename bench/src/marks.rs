@@ -20,6 +20,11 @@ pub enum JobShell {
     /// The worker's default shell (`sh -c`) runs `bash mark-job.sh`: the mark is taken by a
     /// second interpreter the step starts.
     ShThenBashScript,
+    /// The worker's default shell runs `echo "$BATON_COMMIT" > FIFO`, a shell builtin: the
+    /// step's very first instruction. A thread of the bench reads the FIFO and marks the moment
+    /// each line arrives (a few tens of microseconds after the write, so the figure is if
+    /// anything high).
+    ShBuiltin,
     /// The worker's `shell` is `bash -c` and the step itself writes the mark: its first
     /// instruction is the job's first instruction.
     Bash,
@@ -27,12 +32,17 @@ pub enum JobShell {
 
 impl JobShell {
     /// Both, the default first.
-    pub const ALL: [JobShell; 2] = [JobShell::ShThenBashScript, JobShell::Bash];
+    pub const ALL: [JobShell; 3] = [
+        JobShell::ShThenBashScript,
+        JobShell::ShBuiltin,
+        JobShell::Bash,
+    ];
 
     /// How the tables name it.
     pub fn label(self) -> &'static str {
         match self {
             JobShell::ShThenBashScript => "sh -c 'bash script'",
+            JobShell::ShBuiltin => "sh -c, builtin echo to a FIFO",
             JobShell::Bash => "--shell 'bash -c', inline",
         }
     }
@@ -40,7 +50,7 @@ impl JobShell {
     /// The worker flags it needs.
     pub fn worker_args(self) -> &'static [&'static str] {
         match self {
-            JobShell::ShThenBashScript => &[],
+            JobShell::ShThenBashScript | JobShell::ShBuiltin => &[],
             JobShell::Bash => &["--shell", "bash -c"],
         }
     }
@@ -49,6 +59,7 @@ impl JobShell {
     pub fn key(self) -> &'static str {
         match self {
             JobShell::ShThenBashScript => "",
+            JobShell::ShBuiltin => "_sh_builtin",
             JobShell::Bash => "_bash_shell",
         }
     }
@@ -98,6 +109,32 @@ pub fn recorder_main(args: &[String]) -> std::process::ExitCode {
 pub struct Marks {
     dir: PathBuf,
     script: PathBuf,
+    /// Jobs of [`JobShell::ShBuiltin`] write their commit here.
+    fifo: PathBuf,
+}
+
+/// Reads commits from `fifo` on a thread of its own and writes a `start-<commit>` mark for
+/// each, with the moment its line arrived.
+fn observe_fifo(fifo: &Path, marks: &Path) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    // Read and write: the FIFO never reads as ended while no job has it open.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(fifo)
+        .context("cannot open the marks FIFO")?;
+    let marks = marks.to_path_buf();
+    std::thread::Builder::new()
+        .name("fifo-marks".into())
+        .spawn(move || {
+            for line in std::io::BufReader::new(file).lines() {
+                let at = now_epoch();
+                let Ok(commit) = line else { return };
+                let _ = std::fs::write(marks.join(format!("start-{commit}")), format!("{at}\n"));
+            }
+        })
+        .context("cannot start the FIFO reader")?;
+    Ok(())
 }
 
 /// Seconds since the Unix epoch, as the jobs' marks are.
@@ -115,7 +152,15 @@ impl Marks {
         std::fs::create_dir_all(&marks).context("cannot create the marks dir")?;
         let script = dir.join("mark-job.sh");
         std::fs::write(&script, JOB_SCRIPT).context("cannot write the job script")?;
-        Ok(Marks { dir: marks, script })
+        let fifo = dir.join("first-instruction.fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .context("cannot make the marks FIFO")?;
+        observe_fifo(&fifo, &marks)?;
+        Ok(Marks {
+            dir: marks,
+            script,
+            fifo,
+        })
     }
 
     /// The step that marks its start and ends.
@@ -124,6 +169,7 @@ impl Marks {
             JobShell::ShThenBashScript => {
                 format!("bash {} {}", self.script.display(), self.dir.display())
             }
+            JobShell::ShBuiltin => format!("echo \"$BATON_COMMIT\" > '{}'", self.fifo.display()),
             JobShell::Bash => format!(
                 "echo \"$EPOCHREALTIME\" > '{}/start-'\"$BATON_COMMIT\"",
                 self.dir.display()
@@ -144,7 +190,7 @@ impl Marks {
     /// The step that marks its start, then waits until it is signalled.
     pub fn waiting_step(&self, shell: JobShell) -> String {
         match shell {
-            JobShell::ShThenBashScript => {
+            JobShell::ShThenBashScript | JobShell::ShBuiltin => {
                 format!("bash {} {} wait", self.script.display(), self.dir.display())
             }
             JobShell::Bash => format!(
@@ -179,7 +225,7 @@ impl Marks {
     /// measured `runs` times without Baton: the floor under every dispatch figure.
     pub async fn local_startup_ms(&self, runs: usize, shell: JobShell) -> anyhow::Result<Vec<f64>> {
         let program = match shell {
-            JobShell::ShThenBashScript => "sh",
+            JobShell::ShThenBashScript | JobShell::ShBuiltin => "sh",
             JobShell::Bash => "bash",
         };
         let mut out = Vec::with_capacity(runs);
