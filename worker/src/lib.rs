@@ -16,6 +16,7 @@ pub mod runner;
 pub mod seams;
 mod session;
 mod spool;
+mod standby;
 mod step;
 mod supervised;
 pub mod supervisor;
@@ -45,8 +46,9 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerE
 }
 
 /// [`run`] with every job under its own supervisor process, `exe supervise <job-dir>` (`exe`
-/// is the `baton-worker` binary): jobs outlive this process, and the same worker (same name
-/// and work dir) started again within its lease re-attaches them. What `baton-worker` runs.
+/// is the `baton-worker` binary; usually one started ahead as `exe supervise --standby`):
+/// jobs outlive this process, and the same worker (same name and work dir) started again
+/// within its lease re-attaches them. What `baton-worker` runs.
 pub async fn run_supervised(
     config: WorkerConfig,
     shutdown: Shutdown,

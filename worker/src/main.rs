@@ -2,7 +2,8 @@
 //! and an abandon (the second), and runs [`baton_worker::run_supervised`].
 //!
 //! `baton-worker supervise <job-dir>` (not in `--help`) is the job supervisor the worker starts
-//! for each job: see [`baton_worker::supervisor`].
+//! for each job, and `baton-worker supervise --standby` the one it keeps started ahead of the
+//! next job: see [`baton_worker::supervisor`].
 
 use std::process::ExitCode;
 
@@ -33,6 +34,9 @@ fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     if args.next().is_some_and(|a| a == "supervise") {
         return match args.next() {
+            Some(arg) if arg == baton_worker::supervisor::STANDBY_ARG => {
+                baton_worker::supervisor::standby_main()
+            }
             Some(dir) => baton_worker::supervisor::main(std::path::Path::new(&dir)),
             None => {
                 eprintln!("usage: baton-worker supervise <job-dir>");

@@ -3,6 +3,10 @@
 //! turning it back into the [`JobEvent`]s an in-process job reports; signals for the job go to
 //! the supervisor through the control file.
 //!
+//! The launcher keeps one supervisor started ahead of the next job (a standby, see
+//! `standby.rs`) and hands the job to it; with none ready (two jobs at once, or it died) it
+//! starts one for the job ("cold"), and either way starts the next standby right after.
+//!
 //! A worker started again with the same work dir finds the jobs the previous process left
 //! ([`JobLauncher::left_behind`]): running ones (their supervisor holds the lock) and ended
 //! ones whose end the coordinator had not applied yet. It follows each from the start of its
@@ -24,6 +28,7 @@ use crate::proc_group;
 use crate::runner::{JobContext, JobControl, JobEnd, JobEvent, Report};
 use crate::seams::{JobLauncher, LeftBehind};
 use crate::spool::SpoolReader;
+use crate::standby::StandbySlot;
 
 /// Shortest pause between two reads of a spool (right after new output).
 const POLL_MIN: Duration = Duration::from_millis(5);
@@ -36,15 +41,30 @@ const POLL_MAX: Duration = Duration::from_millis(20);
 const SESSION_KILL_LIMIT: Duration = Duration::from_secs(10);
 
 /// Runs every job under a supervisor process started from `exe` (the `baton-worker` binary).
+/// Clones share one standby supervisor. Dropping the last one lets a standby that got no job
+/// exit (so does the end of this process, however it ends).
 #[derive(Debug, Clone)]
 pub struct SupervisedLauncher {
     exe: PathBuf,
+    standby: StandbySlot,
 }
 
 impl SupervisedLauncher {
-    /// Supervisors are `exe supervise <job-dir>`.
+    /// Supervisors are `exe supervise --standby`, handed their job directory, or `exe
+    /// supervise <job-dir>`. Called inside a tokio runtime, it starts the first standby at
+    /// once; otherwise the first job starts cold and the standby after it.
     pub fn new(exe: PathBuf) -> Self {
-        Self { exe }
+        let standby = StandbySlot::new(exe.clone());
+        if tokio::runtime::Handle::try_current().is_ok() {
+            standby.refill();
+        }
+        Self { exe, standby }
+    }
+
+    /// The pid of the standby supervisor ready for the next job, if one is (for diagnostics
+    /// and tests).
+    pub fn standby_pid(&self) -> Option<u32> {
+        self.standby.pid()
     }
 }
 
@@ -59,6 +79,7 @@ impl JobLauncher for SupervisedLauncher {
         control: mpsc::Receiver<JobControl>,
     ) -> BoxFuture<'static, ()> {
         let exe = self.exe.clone();
+        let standby = self.standby.clone();
         Box::pin(async move {
             let job_dir = JobDir::new(&ctx.work_dir, &job.job_id);
             let job_id = job.job_id.clone();
@@ -67,7 +88,12 @@ impl JobLauncher for SupervisedLauncher {
                 follow(job_dir, job_id, reports, control, None).await;
                 return;
             }
-            match start(&exe, &job_dir, &job, &ctx) {
+            let started = start(&exe, &standby, &job_dir, &job, &ctx).await;
+            // For the next job; this one's supervisor runs already (or could not start).
+            standby.refill();
+            // A standby kept for no job must not outlive the launcher because of this task.
+            drop(standby);
+            match started {
                 Ok(child) => follow(job_dir, job_id, reports, control, Some(child)).await,
                 Err(err) => {
                     let message = format!("cannot start the job's supervisor: {err}");
@@ -129,8 +155,15 @@ impl JobLauncher for SupervisedLauncher {
     }
 }
 
-/// Writes the job's files and starts its supervisor.
-fn start(exe: &Path, job_dir: &JobDir, job: &JobSpec, ctx: &JobContext) -> std::io::Result<Child> {
+/// Writes the job's files and starts its supervisor: hands it to the standby if one is ready,
+/// else starts one for it.
+async fn start(
+    exe: &Path,
+    standby: &StandbySlot,
+    job_dir: &JobDir,
+    job: &JobSpec,
+    ctx: &JobContext,
+) -> std::io::Result<Child> {
     if job_dir.dir.exists() && !job_dir.supervisor_alive() {
         // Left from an earlier offer of the same job that never started.
         std::fs::remove_dir_all(&job_dir.dir)?;
@@ -143,6 +176,10 @@ fn start(exe: &Path, job_dir: &JobDir, job: &JobSpec, ctx: &JobContext) -> std::
     std::fs::write(job_dir.file("context"), context)?;
     job_dir.attach(ctx.lease)?;
     let log = std::fs::File::create(job_dir.file("supervisor.log"))?;
+    if let Some(child) = standby.hand_over(&job_dir.dir).await {
+        // It opens the log itself.
+        return Ok(child);
+    }
     tokio::process::Command::new(exe)
         .arg("supervise")
         .arg(&job_dir.dir)

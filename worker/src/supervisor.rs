@@ -11,6 +11,10 @@
 //! It never runs a job nobody can stop: once the worker process it belongs to (`attached`) has
 //! been gone for that worker's lease with no new one attached, it abandons the job itself, as
 //! the worker would have done once cut off from the coordinator for its lease.
+//!
+//! Usually it is started before its job, as a standby (`supervise --standby`, see
+//! `standby.rs`): everything up to the job directory is done ahead, and the worker hands it
+//! the directory on standard input when a job comes.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -18,7 +22,7 @@ use std::time::Duration;
 
 use baton_proto::v1::{JobSpec, LogStream};
 use prost::Message;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -32,8 +36,25 @@ pub const CONTROL_POLL: Duration = Duration::from_millis(200);
 /// Signals queued for the job before it reads them.
 const CONTROL_QUEUE: usize = 64;
 
+/// `supervise STANDBY_ARG` (in place of a job directory) starts a standby supervisor: see
+/// [`standby_main`].
+pub const STANDBY_ARG: &str = "--standby";
+
 /// Runs the supervisor for the job in `dir` to the job's end. For `main.rs`.
 pub fn main(dir: &Path) -> ExitCode {
+    run(Some(dir))
+}
+
+/// Runs a standby supervisor: gets ready to supervise a job, then reads the job's directory
+/// from standard input (one line) and runs that job as [`main`] would. Exits at once, with
+/// success and without touching any file, when standard input closes first (the worker that
+/// started it is gone or has no job for it). For `main.rs`.
+pub fn standby_main() -> ExitCode {
+    run(None)
+}
+
+/// The job in `dir`, or the one handed to this standby when `None`.
+fn run(dir: Option<&Path>) -> ExitCode {
     // A session of its own: nothing sent to the worker's group or terminal reaches the job.
     // (It fails only for a group leader, which a freshly spawned process is not.)
     if let Err(errno) = nix::unistd::setsid() {
@@ -50,22 +71,36 @@ pub fn main(dir: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let job_dir = JobDir {
-        dir: dir.to_path_buf(),
-    };
-    match runtime.block_on(supervise(job_dir)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("baton-worker supervise {}: {err}", dir.display());
-            ExitCode::FAILURE
+    runtime.block_on(async {
+        let wake = match signal(SignalKind::user_defined1()) {
+            Ok(wake) => wake,
+            Err(err) => {
+                eprintln!("baton-worker supervise: cannot install the SIGUSR1 handler: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let dir = match dir {
+            Some(dir) => dir.to_path_buf(),
+            // Blocking is fine: nothing else runs on this runtime yet.
+            None => match crate::standby::receive_job() {
+                Some(dir) => dir,
+                None => return ExitCode::SUCCESS,
+            },
+        };
+        match supervise(JobDir { dir: dir.clone() }, wake).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("baton-worker supervise {}: {err}", dir.display());
+                ExitCode::FAILURE
+            }
         }
-    }
+    })
 }
 
-async fn supervise(job_dir: JobDir) -> Result<(), String> {
+/// Runs the job in `job_dir` to its end. `wake` is SIGUSR1 (read the control file now),
+/// installed before the pid file tells the worker where to send it.
+async fn supervise(job_dir: JobDir, mut wake: Signal) -> Result<(), String> {
     let _lock = job_dir.lock()?;
-    let mut wake = signal(SignalKind::user_defined1())
-        .map_err(|e| format!("cannot install the SIGUSR1 handler: {e}"))?;
     write_atomic(
         &job_dir.file("pid"),
         format!("{}\n", std::process::id()).as_bytes(),

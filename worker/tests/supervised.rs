@@ -11,6 +11,8 @@ use baton_proto::v1::{JobOutcome, JobSpec, LogStream};
 use baton_worker::{
     JobContext, JobControl, JobEnd, JobEvent, JobLauncher, Report, SupervisedLauncher,
 };
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
 /// Failsafe so a broken supervisor fails the test instead of hanging it.
@@ -22,6 +24,8 @@ struct Harness {
     events: mpsc::Receiver<Report>,
     control: mpsc::Sender<JobControl>,
     seen: Vec<JobEvent>,
+    /// The worker's `shell` setting, split, for the next launch.
+    shell: Vec<String>,
 }
 
 fn job(id: &str, steps: &[&str]) -> JobSpec {
@@ -33,31 +37,49 @@ fn job(id: &str, steps: &[&str]) -> JobSpec {
 }
 
 impl Harness {
-    fn start(spec: JobSpec) -> Self {
-        Self::start_with_shell(spec, Vec::new())
-    }
-
-    /// Starts `spec` with the worker's `shell` setting split into `shell`.
-    fn start_with_shell(spec: JobSpec, shell: Vec<String>) -> Self {
+    /// A launcher (with its standby started) and no job yet.
+    fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let launcher = SupervisedLauncher::new(PathBuf::from(env!("CARGO_BIN_EXE_baton-worker")));
-        let (events_tx, events) = mpsc::channel(64);
-        let (control, control_rx) = mpsc::channel(8);
-        let ctx = JobContext {
-            work_dir: dir.path().to_path_buf(),
-            worker_name: "test-worker".into(),
-            coordinator: "http://127.0.0.1:7411".into(),
-            lease: None,
-            shell,
-        };
-        tokio::spawn(launcher.launch(spec, ctx, events_tx, control_rx));
+        let (_, events) = mpsc::channel(1);
+        let (control, _) = mpsc::channel(1);
         Self {
             dir,
             launcher,
             events,
             control,
             seen: Vec::new(),
+            shell: Vec::new(),
         }
+    }
+
+    fn start(spec: JobSpec) -> Self {
+        Self::start_with_shell(spec, Vec::new())
+    }
+
+    /// Starts `spec` with the worker's `shell` setting split into `shell`.
+    fn start_with_shell(spec: JobSpec, shell: Vec<String>) -> Self {
+        let mut h = Self::new();
+        h.shell = shell;
+        h.launch(spec);
+        h
+    }
+
+    /// Launches `spec`; its events and signals replace the previous job's.
+    fn launch(&mut self, spec: JobSpec) {
+        let (events_tx, events) = mpsc::channel(64);
+        let (control, control_rx) = mpsc::channel(8);
+        let ctx = JobContext {
+            work_dir: self.dir.path().to_path_buf(),
+            worker_name: "test-worker".into(),
+            coordinator: "http://127.0.0.1:7411".into(),
+            lease: None,
+            shell: self.shell.clone(),
+        };
+        tokio::spawn(self.launcher.launch(spec, ctx, events_tx, control_rx));
+        self.events = events;
+        self.control = control;
+        self.seen.clear();
     }
 
     async fn next(&mut self) -> JobEvent {
@@ -199,4 +221,80 @@ async fn the_supervisor_runs_steps_with_the_workers_shell() {
     let end = h.end().await;
     assert_eq!(end.outcome, JobOutcome::Succeeded, "{end:?}");
     assert_eq!(h.output(LogStream::Stdout), "in bash\n");
+}
+
+#[tokio::test]
+async fn each_job_in_a_row_runs_under_the_standby_started_before_it() {
+    let mut h = Harness::new();
+    let mut standbys = Vec::new();
+    for id in ["j4", "j5"] {
+        let standby = h.launcher.standby_pid().expect("a standby is ready");
+        h.launch(job(id, &["echo out; echo err >&2"]));
+        let end = h.end().await;
+        assert_eq!(end.outcome, JobOutcome::Succeeded, "{end:?}");
+        assert_eq!(h.output(LogStream::Stdout), "out\n");
+        assert_eq!(h.output(LogStream::Stderr), "err\n");
+        let supervisor = std::fs::read_to_string(h.spool_dir(id).join("pid")).expect("pid file");
+        assert_eq!(supervisor.trim(), standby.to_string(), "not the standby");
+        let log = std::fs::read_to_string(h.spool_dir(id).join("supervisor.log")).expect("log");
+        assert_eq!(log, "", "the supervisor had something to say");
+        h.launcher.forget(h.dir.path(), id);
+        assert!(!h.spool_dir(id).exists());
+        standbys.push(standby);
+    }
+    assert_ne!(
+        standbys[0], standbys[1],
+        "the second job needs a new standby"
+    );
+    let next = h
+        .launcher
+        .standby_pid()
+        .expect("a standby for the next job");
+    assert!(!standbys.contains(&next));
+}
+
+#[tokio::test]
+async fn a_job_whose_standby_died_starts_its_supervisor_cold_and_a_new_standby_after() {
+    let mut h = Harness::new();
+    let dead = h.launcher.standby_pid().expect("a standby is ready");
+    kill(Pid::from_raw(dead as i32), Signal::SIGKILL).expect("kill the standby");
+    // Our child, unreaped until the launcher looks at it: gone once it is a zombie.
+    let deadline = tokio::time::Instant::now() + TEST_LIMIT;
+    while alive(dead as i32) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SIGKILL did not kill"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    h.launch(job("j6", &["echo cold"]));
+    let end = h.end().await;
+    assert_eq!(end.outcome, JobOutcome::Succeeded, "{end:?}");
+    assert_eq!(h.output(LogStream::Stdout), "cold\n");
+    let supervisor = std::fs::read_to_string(h.spool_dir("j6").join("pid")).expect("pid file");
+    assert_ne!(supervisor.trim(), dead.to_string());
+    let next = h
+        .launcher
+        .standby_pid()
+        .expect("a standby for the next job");
+    assert!(alive(next as i32));
+}
+
+#[test]
+fn a_launcher_made_outside_a_runtime_starts_its_first_job_cold_and_a_standby_after() {
+    let mut h = Harness::new();
+    assert_eq!(h.launcher.standby_pid(), None);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        h.launch(job("j7", &["echo cold"]));
+        let end = h.end().await;
+        assert_eq!(end.outcome, JobOutcome::Succeeded, "{end:?}");
+        assert_eq!(h.output(LogStream::Stdout), "cold\n");
+        let next = h
+            .launcher
+            .standby_pid()
+            .expect("a standby for the next job");
+        let supervisor = std::fs::read_to_string(h.spool_dir("j7").join("pid")).expect("pid");
+        assert_ne!(supervisor.trim(), next.to_string());
+    });
 }

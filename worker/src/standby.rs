@@ -1,0 +1,160 @@
+//! Standby supervisors: each [`crate::SupervisedLauncher`] keeps one `baton-worker supervise
+//! --standby` started ahead of the job it will run, already past exec, `setsid`, runtime start
+//! and signal handler install, waiting on its standard input for a job directory. Handing a
+//! job to it is one write to a pipe instead of a process start (2-3 ms here), which is on the
+//! path from an accepted offer to the job's first instruction. This module holds both sides of
+//! that hand-over: [`StandbySlot`] in the worker, [`receive_job`] in the standby.
+//!
+//! A standby never outlives its worker without a job: its standard input is a pipe only the
+//! launcher writes to, and when that closes first (the launcher dropped, the worker process
+//! gone however it ended) the standby exits without touching any file.
+
+use std::ffi::OsString;
+use std::io::BufRead;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStdin};
+
+use crate::supervisor::STANDBY_ARG;
+
+/// A supervisor process waiting for its job.
+#[derive(Debug)]
+struct Standby {
+    child: Child,
+    /// Writing the job directory and a newline to it is the hand-over.
+    stdin: ChildStdin,
+}
+
+/// The one standby of a launcher and its clones, when one is ready.
+#[derive(Debug, Clone)]
+pub(crate) struct StandbySlot {
+    exe: PathBuf,
+    ready: Arc<Mutex<Option<Standby>>>,
+}
+
+impl StandbySlot {
+    /// An empty slot for standbys started from `exe` (the `baton-worker` binary).
+    pub fn new(exe: PathBuf) -> Self {
+        Self {
+            exe,
+            ready: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn ready(&self) -> MutexGuard<'_, Option<Standby>> {
+        // Nothing panics while holding it; a poisoned slot still holds a usable value.
+        self.ready
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts a standby unless one is ready. Needs a tokio runtime.
+    pub fn refill(&self) {
+        if self.ready().is_some() {
+            return;
+        }
+        match spawn(&self.exe) {
+            Ok(standby) => {
+                let mut ready = self.ready();
+                // Filled by another launch meanwhile: the new one is dropped, sees its
+                // standard input close and exits.
+                if ready.is_none() {
+                    *ready = Some(standby);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot start a standby supervisor; the next job starts cold");
+            }
+        }
+    }
+
+    /// Hands the job whose files are in `dir` to the ready standby and returns it, now that
+    /// job's supervisor. `None` when no standby is ready or it died: start one cold then.
+    pub async fn hand_over(&self, dir: &Path) -> Option<Child> {
+        let Standby {
+            mut child,
+            mut stdin,
+        } = self.ready().take()?;
+        let mut line = dir.as_os_str().as_bytes().to_vec();
+        if line.contains(&b'\n') {
+            // Cannot be sent as one line; the standby stays for the next job.
+            *self.ready() = Some(Standby { child, stdin });
+            return None;
+        }
+        if !matches!(child.try_wait(), Ok(None)) {
+            tracing::warn!("the standby supervisor died; starting the job's supervisor cold");
+            return None;
+        }
+        line.push(b'\n');
+        match stdin.write_all(&line).await {
+            // Dropping `stdin` closes it: the standby reads nothing after its one line.
+            Ok(()) => Some(child),
+            Err(err) => {
+                tracing::warn!(%err, "cannot hand the job to the standby supervisor; starting one cold");
+                None
+            }
+        }
+    }
+
+    /// The pid of the standby ready for the next job, if one is.
+    pub fn pid(&self) -> Option<u32> {
+        self.ready().as_ref().and_then(|s| s.child.id())
+    }
+}
+
+/// Starts `exe supervise --standby`, told the worker's step cgroup base as a cold supervisor
+/// is; its standard output is the doorbell of the job it will get (see `supervisor.rs`).
+fn spawn(exe: &Path) -> std::io::Result<Standby> {
+    let mut child = tokio::process::Command::new(exe)
+        .arg("supervise")
+        .arg(STANDBY_ARG)
+        .env(
+            crate::cgroup::BASE_ENV,
+            crate::cgroup::base_for_supervisor(),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        // Until it has a job directory (and so a `supervisor.log`) it has nothing to say.
+        .stderr(Stdio::null())
+        .spawn()?;
+    let Some(stdin) = child.stdin.take() else {
+        return Err(std::io::Error::other(
+            "the standby has no standard input pipe",
+        ));
+    };
+    Ok(Standby { child, stdin })
+}
+
+/// The standby's side: waits for its job directory on standard input, then gives itself the
+/// standard input and error a supervisor started cold for that directory has (`/dev/null`
+/// and the job's `supervisor.log`). `None` when standard input closes before a whole line
+/// came: nothing was handed over, so nothing is to be done.
+pub(crate) fn receive_job() -> Option<PathBuf> {
+    let mut line = Vec::new();
+    match std::io::stdin().lock().read_until(b'\n', &mut line) {
+        Ok(_) if line.last() == Some(&b'\n') => {
+            line.pop();
+        }
+        // End of input, possibly mid-line: the worker died while writing.
+        Ok(_) | Err(_) => return None,
+    }
+    if line.is_empty() {
+        return None;
+    }
+    let dir = PathBuf::from(OsString::from_vec(line));
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+    }
+    // The worker created the log; a failure here only costs the supervisor's diagnostics.
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("supervisor.log"));
+    if let Ok(log) = log {
+        let _ = nix::unistd::dup2_stderr(&log);
+    }
+    Some(dir)
+}
