@@ -10,7 +10,7 @@
 //! gone however it ended) the standby exits without touching any file.
 
 use std::ffi::OsString;
-use std::io::BufRead;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -73,7 +73,8 @@ impl StandbySlot {
     }
 
     /// Hands the job whose files are in `dir` to the ready standby and returns it, now that
-    /// job's supervisor. `None` when no standby is ready or it died: start one cold then.
+    /// job's supervisor; its `stdin` is the pipe the job's signals go to (see
+    /// [`receive_job`]). `None` when no standby is ready or it died: start one cold then.
     pub async fn hand_over(&self, dir: &Path) -> Option<Child> {
         let Standby {
             mut child,
@@ -91,8 +92,10 @@ impl StandbySlot {
         }
         line.push(b'\n');
         match stdin.write_all(&line).await {
-            // Dropping `stdin` closes it: the standby reads nothing after its one line.
-            Ok(()) => Some(child),
+            Ok(()) => {
+                child.stdin = Some(stdin);
+                Some(child)
+            }
             Err(err) => {
                 tracing::warn!(%err, "cannot hand the job to the standby supervisor; starting one cold");
                 None
@@ -131,21 +134,30 @@ fn spawn(exe: &Path) -> std::io::Result<Standby> {
 
 /// The standby's side: waits for its job directory on standard input, then gives itself the
 /// standard input and error a supervisor started cold for that directory has (`/dev/null`
-/// and the job's `supervisor.log`). `None` when standard input closes before a whole line
-/// came: nothing was handed over, so nothing is to be done.
-pub(crate) fn receive_job() -> Option<PathBuf> {
+/// and the job's `supervisor.log`). Returns the directory and the pipe it came on, from which
+/// the worker's signals for the job follow as control lines (`abandon`, `drain`, ...), read at
+/// once instead of on SIGUSR1 from the control file. `None` when standard input closes before
+/// a whole line came: nothing was handed over, so nothing is to be done.
+pub(crate) fn receive_job() -> Option<(PathBuf, Option<OwnedFd>)> {
+    let stdin = std::io::stdin();
     let mut line = Vec::new();
-    match std::io::stdin().lock().read_until(b'\n', &mut line) {
-        Ok(_) if line.last() == Some(&b'\n') => {
-            line.pop();
+    let mut byte = [0u8; 1];
+    // One byte at a time: whatever follows the line is the control stream, read later.
+    loop {
+        match nix::unistd::read(&stdin, &mut byte) {
+            Ok(1) if byte[0] == b'\n' => break,
+            Ok(1) => line.push(byte[0]),
+            Err(nix::errno::Errno::EINTR) => {}
+            // End of input, possibly mid-line: the worker died while writing.
+            Ok(_) | Err(_) => return None,
         }
-        // End of input, possibly mid-line: the worker died while writing.
-        Ok(_) | Err(_) => return None,
     }
     if line.is_empty() {
         return None;
     }
     let dir = PathBuf::from(OsString::from_vec(line));
+    // A close-on-exec copy (numbered 3 or more): the steps never inherit it.
+    let control = stdin.as_fd().try_clone_to_owned().ok();
     if let Ok(null) = std::fs::File::open("/dev/null") {
         let _ = nix::unistd::dup2_stdin(&null);
     }
@@ -156,5 +168,5 @@ pub(crate) fn receive_job() -> Option<PathBuf> {
     if let Ok(log) = log {
         let _ = nix::unistd::dup2_stderr(&log);
     }
-    Some(dir)
+    Some((dir, control))
 }

@@ -206,6 +206,10 @@ async fn follow(
     let mut reader = SpoolReader::new(job_dir.file("spool"));
     // Only the supervisor this process started rings; others are polled.
     let mut bell = child.as_mut().and_then(|c| c.stdout.take());
+    // A standby's standard input stays open after its hand-over: signals go there, read at
+    // once. Else (started cold, or taken over from an earlier worker process) they go to the
+    // control file with SIGUSR1.
+    let mut signals = child.as_mut().and_then(|c| c.stdin.take());
     let mut control = Some(control);
     let mut pause = POLL_MIN;
     let mut step = 0;
@@ -271,7 +275,10 @@ async fn follow(
         tokio::select! {
             ctl = recv(&mut control) => match ctl {
                 Some(ctl) => {
-                    if let Err(err) = job_dir.control(&control_line(&ctl)) {
+                    let line = control_line(&ctl);
+                    if !send_on_pipe(&mut signals, &line).await
+                        && let Err(err) = job_dir.control(&line)
+                    {
                         tracing::warn!(job_id, %err, ?ctl, "cannot pass a signal to the job's supervisor");
                     }
                     pause = POLL_MIN;
@@ -287,6 +294,20 @@ async fn follow(
             () = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// Writes `line` to the supervisor's signal pipe, if it has one; false when it has none or the
+/// write failed (the pipe is then forgotten and the control file used from now on).
+async fn send_on_pipe(pipe: &mut Option<tokio::process::ChildStdin>, line: &str) -> bool {
+    use tokio::io::AsyncWriteExt;
+    let Some(p) = pipe.as_mut() else {
+        return false;
+    };
+    if p.write_all(format!("{line}\n").as_bytes()).await.is_ok() {
+        return true;
+    }
+    *pipe = None;
+    false
 }
 
 /// Waits for the supervisor's doorbell: true when it rang, false once it is closed (the

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use baton_proto::v1::{JobSpec, LogStream};
 use prost::Message;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -79,15 +80,17 @@ fn run(dir: Option<&Path>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let dir = match dir {
-            Some(dir) => dir.to_path_buf(),
+        let (dir, signals) = match dir {
+            Some(dir) => (dir.to_path_buf(), None),
             // Blocking is fine: nothing else runs on this runtime yet.
             None => match crate::standby::receive_job() {
-                Some(dir) => dir,
+                Some(handed) => handed,
                 None => return ExitCode::SUCCESS,
             },
         };
-        match supervise(JobDir { dir: dir.clone() }, wake).await {
+        let signals =
+            signals.and_then(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok());
+        match supervise(JobDir { dir: dir.clone() }, wake, signals).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("baton-worker supervise {}: {err}", dir.display());
@@ -98,8 +101,14 @@ fn run(dir: Option<&Path>) -> ExitCode {
 }
 
 /// Runs the job in `job_dir` to its end. `wake` is SIGUSR1 (read the control file now),
-/// installed before the pid file tells the worker where to send it.
-async fn supervise(job_dir: JobDir, mut wake: Signal) -> Result<(), String> {
+/// installed before the pid file tells the worker where to send it. `signals` is the pipe a
+/// standby was handed its job on: the worker that started it writes control lines there.
+async fn supervise(
+    job_dir: JobDir,
+    mut wake: Signal,
+    signals: Option<tokio::net::unix::pipe::Receiver>,
+) -> Result<(), String> {
+    let mut signals = signals.map(|pipe| BufReader::new(pipe).lines());
     let _lock = job_dir.lock()?;
     write_atomic(
         &job_dir.file("pid"),
@@ -146,6 +155,11 @@ async fn supervise(job_dir: JobDir, mut wake: Signal) -> Result<(), String> {
                 None => break,
             },
             _ = wake.recv() => state.read_control(),
+            line = next_line(&mut signals) => match line {
+                Some(line) => state.take_control_line(&line),
+                // The worker is gone or has let go: signals come by the control file now.
+                None => signals = None,
+            },
             _ = tick.tick() => {
                 state.read_control();
                 if let Some(line) = state.fence() {
@@ -203,25 +217,30 @@ impl State {
         let complete = text.rfind('\n').map_or("", |end| &text[..end]);
         let lines: Vec<&str> = complete.lines().collect();
         for line in lines.iter().skip(self.read_lines) {
-            let mut words = line.split_whitespace();
-            let control = match (words.next(), words.next()) {
-                (Some("drain"), _) => JobControl::Drain,
-                (Some("withdraw"), _) => JobControl::Withdraw,
-                (Some("abandon"), grace) => JobControl::Abandon {
-                    grace: grace
-                        .and_then(|ms| ms.parse().ok())
-                        .map(Duration::from_millis),
-                },
-                _ => {
-                    eprintln!("unknown control line {line:?}");
-                    continue;
-                }
-            };
-            if self.control.try_send(control).is_err() {
-                eprintln!("the job is not taking signals");
-            }
+            self.take_control_line(line);
         }
         self.read_lines = self.read_lines.max(lines.len());
+    }
+
+    /// Passes one control line (from the file or the pipe) on to the job.
+    fn take_control_line(&mut self, line: &str) {
+        let mut words = line.split_whitespace();
+        let control = match (words.next(), words.next()) {
+            (Some("drain"), _) => JobControl::Drain,
+            (Some("withdraw"), _) => JobControl::Withdraw,
+            (Some("abandon"), grace) => JobControl::Abandon {
+                grace: grace
+                    .and_then(|ms| ms.parse().ok())
+                    .map(Duration::from_millis),
+            },
+            _ => {
+                eprintln!("unknown control line {line:?}");
+                return;
+            }
+        };
+        if self.control.try_send(control).is_err() {
+            eprintln!("the job is not taking signals");
+        }
     }
 
     /// Abandons the job once its worker process has been gone for the lease; returns the line
@@ -271,5 +290,15 @@ mod bell {
     /// Rings once.
     pub fn ring() {
         let _ = nix::unistd::write(std::io::stdout().as_fd(), b"!");
+    }
+}
+
+/// The next line from the signal pipe; `None` once it ends; pends forever without one.
+async fn next_line(
+    signals: &mut Option<Lines<BufReader<tokio::net::unix::pipe::Receiver>>>,
+) -> Option<String> {
+    match signals.as_mut() {
+        Some(lines) => lines.next_line().await.ok().flatten(),
+        None => std::future::pending().await,
     }
 }

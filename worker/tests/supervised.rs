@@ -190,6 +190,38 @@ async fn abandon_reaches_the_supervisor_and_kills_the_step_after_the_grace() {
         "{system}"
     );
     assert!(system.contains("sent SIGKILL"), "{system}");
+    // Handed to a standby: the signal went through its pipe, not the control file.
+    assert!(!h.spool_dir("j2").join("control").exists());
+}
+
+#[tokio::test]
+async fn a_supervisor_started_cold_takes_its_signals_from_the_control_file() {
+    let mut h = Harness::new();
+    let standby = h.launcher.standby_pid().expect("a standby is ready");
+    kill(Pid::from_raw(standby as i32), Signal::SIGKILL).expect("kill the standby");
+    let deadline = tokio::time::Instant::now() + TEST_LIMIT;
+    while alive(standby as i32) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SIGKILL did not kill"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    h.launch(job(
+        "j-cold",
+        &["echo 'rea''dy'; while true; do sleep 0.05; done"],
+    ));
+    h.wait_log("ready").await;
+    h.control
+        .send(JobControl::Abandon {
+            grace: Some(Duration::from_millis(200)),
+        })
+        .await
+        .expect("control");
+    let end = h.end().await;
+    assert_eq!(end.outcome, JobOutcome::Abandoned, "{end:?}");
+    let control = std::fs::read_to_string(h.spool_dir("j-cold").join("control")).expect("control");
+    assert_eq!(control, "abandon 200\n");
 }
 
 #[tokio::test]
