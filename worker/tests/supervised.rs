@@ -125,6 +125,28 @@ impl Harness {
             .collect()
     }
 
+    /// Sends the job ABANDON with `grace`.
+    async fn abandon(&self, grace: Duration) {
+        let abandon = JobControl::Abandon { grace: Some(grace) };
+        self.control.send(abandon).await.expect("control");
+    }
+
+    /// SIGKILLs the ready standby and waits until it is dead; returns its pid.
+    async fn kill_standby(&self) -> u32 {
+        let standby = self.launcher.standby_pid().expect("a standby is ready");
+        kill(Pid::from_raw(standby as i32), Signal::SIGKILL).expect("kill the standby");
+        // Our child, unreaped until the launcher looks at it: gone once it is a zombie.
+        let deadline = tokio::time::Instant::now() + TEST_LIMIT;
+        while alive(standby as i32) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "SIGKILL did not kill"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        standby
+    }
+
     fn spool_dir(&self, id: &str) -> PathBuf {
         self.dir.path().join(baton_worker::JOBS_DIR).join(id)
     }
@@ -175,12 +197,7 @@ async fn abandon_reaches_the_supervisor_and_kills_the_step_after_the_grace() {
         .trim()
         .parse()
         .expect("pid");
-    h.control
-        .send(JobControl::Abandon {
-            grace: Some(Duration::from_millis(200)),
-        })
-        .await
-        .expect("control");
+    h.abandon(Duration::from_millis(200)).await;
     let end = h.end().await;
     assert_eq!(end.outcome, JobOutcome::Abandoned);
     assert!(!alive(pid), "the step outlived the abandon");
@@ -197,27 +214,13 @@ async fn abandon_reaches_the_supervisor_and_kills_the_step_after_the_grace() {
 #[tokio::test]
 async fn a_supervisor_started_cold_takes_its_signals_from_the_control_file() {
     let mut h = Harness::new();
-    let standby = h.launcher.standby_pid().expect("a standby is ready");
-    kill(Pid::from_raw(standby as i32), Signal::SIGKILL).expect("kill the standby");
-    let deadline = tokio::time::Instant::now() + TEST_LIMIT;
-    while alive(standby as i32) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "SIGKILL did not kill"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    h.kill_standby().await;
     h.launch(job(
         "j-cold",
         &["echo 'rea''dy'; while true; do sleep 0.05; done"],
     ));
     h.wait_log("ready").await;
-    h.control
-        .send(JobControl::Abandon {
-            grace: Some(Duration::from_millis(200)),
-        })
-        .await
-        .expect("control");
+    h.abandon(Duration::from_millis(200)).await;
     let end = h.end().await;
     assert_eq!(end.outcome, JobOutcome::Abandoned, "{end:?}");
     let control = std::fs::read_to_string(h.spool_dir("j-cold").join("control")).expect("control");
@@ -288,17 +291,7 @@ async fn each_job_in_a_row_runs_under_the_standby_started_before_it() {
 #[tokio::test]
 async fn a_job_whose_standby_died_starts_its_supervisor_cold_and_a_new_standby_after() {
     let mut h = Harness::new();
-    let dead = h.launcher.standby_pid().expect("a standby is ready");
-    kill(Pid::from_raw(dead as i32), Signal::SIGKILL).expect("kill the standby");
-    // Our child, unreaped until the launcher looks at it: gone once it is a zombie.
-    let deadline = tokio::time::Instant::now() + TEST_LIMIT;
-    while alive(dead as i32) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "SIGKILL did not kill"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let dead = h.kill_standby().await;
     h.launch(job("j6", &["echo cold"]));
     let end = h.end().await;
     assert_eq!(end.outcome, JobOutcome::Succeeded, "{end:?}");
