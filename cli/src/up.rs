@@ -110,12 +110,23 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
         stop_coordinator.clone(),
         std::sync::Arc::new(baton_coordinator::clock::SystemClock),
     ));
+    // Workers start once the coordinator serves, so they never log that it refused them.
+    let serving = tokio::select! {
+        result = wait_serving(&url) => result,
+        ended = &mut coordinator => Err(coordinator_ended(ended)),
+    };
+    if let Err(err) = serving {
+        stop_coordinator.cancel();
+        if !coordinator.is_finished() {
+            stop(coordinator).await;
+        }
+        return Err(err);
+    }
     let workers: Vec<LocalWorker> = (1..=args.workers)
         .map(|i| start_worker(&url, &format!("local-{i}"), &workers_dir))
         .collect();
 
     let session = async {
-        wait_serving(&url).await?;
         let mut api = Api::connect(&url).await?;
         let applied = apply_all(&mut api, &pipelines).await?;
         if args.demo {
@@ -141,16 +152,21 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
     draining.finish("Workers stopped.");
     stop_coordinator.cancel();
     if !coordinator.is_finished() {
-        match tokio::time::timeout(COORDINATOR_STOP_WAIT, &mut coordinator).await {
-            Ok(Ok(Err(err))) => eprintln!("warning: the coordinator stopped with an error: {err}"),
-            Ok(_) => {}
-            Err(_) => {
-                coordinator.abort();
-                eprintln!("warning: the coordinator did not stop within {COORDINATOR_STOP_WAIT:?}");
-            }
-        }
+        stop(coordinator).await;
     }
     result
+}
+
+/// Waits for a coordinator told to stop, up to [`COORDINATOR_STOP_WAIT`]; aborts it after.
+async fn stop(mut coordinator: tokio::task::JoinHandle<Result<(), baton_coordinator::StartError>>) {
+    match tokio::time::timeout(COORDINATOR_STOP_WAIT, &mut coordinator).await {
+        Ok(Ok(Err(err))) => eprintln!("warning: the coordinator stopped with an error: {err}"),
+        Ok(_) => {}
+        Err(_) => {
+            coordinator.abort();
+            eprintln!("warning: the coordinator did not stop within {COORDINATOR_STOP_WAIT:?}");
+        }
+    }
 }
 
 /// The URL clients use: a wildcard listen address is reached on loopback.
