@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use nix::fcntl::OFlag;
 use nix::libc;
@@ -99,13 +100,20 @@ pub(crate) struct ExitWatch {
 impl ExitWatch {
     /// The exit status, once the child has exited (reaps it). Cancel-safe.
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        if let Some(status) = self.try_wait()? {
+            return Ok(status);
+        }
+        // A pidfd becomes readable when its process exits, and stays so. The readiness is
+        // never cleared and the status asked for until it is there: should the wake-up ever
+        // come before the status, no second wake-up would.
+        let _ready = self.pidfd.readable().await?;
+        let mut pause = Duration::from_micros(100);
         loop {
             if let Some(status) = self.try_wait()? {
                 return Ok(status);
             }
-            // A pidfd becomes readable when its process exits.
-            let mut ready = self.pidfd.readable().await?;
-            ready.clear_ready();
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(10));
         }
     }
 
@@ -292,7 +300,7 @@ const CHILD_STACK: usize = 64 * 1024;
 /// thread waits for its exec (`CLONE_VM | CLONE_VFORK`, as `posix_spawn` does): no page table
 /// is copied, which for a worker with a runtime's worth of threads and heap costs about
 /// 0.4 ms. Every signal is blocked around the clone so that no handler of ours runs in the
-/// child; the child puts caught signals back to their defaults before it unblocks them.
+/// child; the child puts every signal back to its default before it unblocks them.
 #[cfg(target_arch = "x86_64")]
 fn clone_and_exec(args: &mut CloneArgs, plan: &ChildPlan) -> i64 {
     let mut stack = vec![0u8; CHILD_STACK];
@@ -336,11 +344,7 @@ fn clone_and_exec(args: &mut CloneArgs, plan: &ChildPlan) -> i64 {
 extern "C" fn vfork_child(plan: *const ChildPlan) -> ! {
     // SAFETY: `plan` points into the parent's memory, which this child shares and which the
     // parent keeps alive while it waits for this child's exec.
-    unsafe {
-        let plan = &*plan;
-        default_caught_signals();
-        exec_child(plan)
-    }
+    unsafe { exec_child(&*plan) }
 }
 
 /// `clone3` as a fork (the child gets a copy of this process's memory); the child's pid, or
@@ -358,7 +362,7 @@ fn clone_and_exec(args: &mut CloneArgs, plan: &ChildPlan) -> i64 {
     };
     if ret == 0 {
         // SAFETY: every pointer refers to memory prepared before the fork, alive in the
-        // child's copy. Handlers are not inherited through exec; only the mask is reset.
+        // child's copy.
         unsafe { exec_child(plan) }
     }
     if ret < 0 {
@@ -392,25 +396,33 @@ fn restore_signals(old: libc::sigset_t) {
     }
 }
 
-/// In a child sharing our memory: every signal with a handler of ours goes back to its
-/// default, so no handler can run in the child once its mask is cleared.
+/// In the child: every signal back to its default disposition, caught or ignored. A handler
+/// of ours must not run in a child that shares our memory once its mask is cleared; and a
+/// signal the worker inherited as ignored (SIGINT and SIGQUIT for anything started with `&`
+/// from a script, SIGHUP under `nohup`, SIGPIPE in every Rust program) must not reach the step
+/// ignored: a shell cannot even trap a signal that was ignored when it started, so a job's
+/// `cancel_signal: INT` would go unheard.
 ///
 /// # Safety
 /// Call only in a freshly cloned child, with every signal blocked.
-#[cfg(target_arch = "x86_64")]
-unsafe fn default_caught_signals() {
-    // SAFETY: sigaction on each signal number; invalid ones (the C library's own) fail.
-    unsafe {
-        for signal in 1..=64 {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(signal, std::ptr::null(), &mut old) != 0 {
-                continue;
-            }
-            if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
-                let mut default: libc::sigaction = std::mem::zeroed();
-                default.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(signal, &default, std::ptr::null_mut());
-            }
+unsafe fn default_all_signals() {
+    // The kernel's `struct sigaction` all zeros: SIG_DFL, no flags, empty mask, whatever its
+    // layout on this architecture. Through the raw call, because the C library's wrapper
+    // refuses the two real-time signals it keeps for itself (which can be inherited ignored).
+    let default = [0u64; 4];
+    for signal in 1..=64 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: a valid, zeroed `struct sigaction` in, no old one out, the kernel's set size.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                default.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
         }
     }
 }
@@ -423,8 +435,7 @@ unsafe fn exec_child(plan: &ChildPlan) -> ! {
     let fds = plan.fds;
     // SAFETY: plain system calls on prepared values; see the function's contract.
     unsafe {
-        // Rust ignores SIGPIPE; the step's programs expect the default.
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        default_all_signals();
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
@@ -577,5 +588,75 @@ mod tests {
             .expect("read");
         let status = exit.wait().await.expect("wait");
         assert_eq!((out.as_str(), status.code()), ("hi\n", Some(7)));
+    }
+}
+
+#[cfg(test)]
+mod reap_tests {
+    use super::*;
+    use crate::cgroup::StepCgroup;
+
+    /// Many shells that end at once, one after another: every exit is seen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_quick_exit_is_seen() {
+        let tmp = std::env::temp_dir();
+        for i in 0..300 {
+            let Some(cgroup) = StepCgroup::create("reap-test", i) else {
+                eprintln!("no writable cgroup v2 here: not checked");
+                return;
+            };
+            let Spawned::Started(child) =
+                spawn(&["sh", "-c", "exit 3"], &tmp, &[], cgroup.dir()).expect("spawn")
+            else {
+                eprintln!("clone3 into a cgroup is refused here");
+                return;
+            };
+            let (mut exit, _, _) = child.into_parts();
+            let status = tokio::time::timeout(Duration::from_secs(10), exit.wait())
+                .await
+                .unwrap_or_else(|_| panic!("exit {i} never seen"))
+                .expect("wait");
+            assert_eq!(status.code(), Some(3));
+        }
+    }
+}
+
+#[cfg(test)]
+mod signal_tests {
+    use super::*;
+    use crate::cgroup::StepCgroup;
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+
+    /// A worker that inherited SIGQUIT ignored (started with `&` from a script) still gives
+    /// its steps every signal at its default.
+    #[tokio::test]
+    async fn a_step_gets_no_ignored_signal_from_the_worker() {
+        let tmp = std::env::temp_dir();
+        let Some(cgroup) = StepCgroup::create("signal-test", 0) else {
+            eprintln!("no writable cgroup v2 here: not checked");
+            return;
+        };
+        let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+        // SAFETY: SIG_IGN installs no handler; nothing else in this test binary uses SIGQUIT.
+        let before = unsafe { sigaction(Signal::SIGQUIT, &ignore) }.expect("ignore SIGQUIT");
+        let spawned = spawn(
+            &["sh", "-c", "grep SigIgn /proc/$$/status"],
+            &tmp,
+            &[],
+            cgroup.dir(),
+        );
+        // SAFETY: puts back what was there.
+        unsafe { sigaction(Signal::SIGQUIT, &before) }.expect("restore SIGQUIT");
+        let Spawned::Started(child) = spawned.expect("spawn") else {
+            eprintln!("clone3 into a cgroup is refused here");
+            return;
+        };
+        let (mut exit, mut stdout, _) = child.into_parts();
+        let mut out = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut out)
+            .await
+            .expect("read");
+        exit.wait().await.expect("wait");
+        assert_eq!(out.trim(), "SigIgn:\t0000000000000000");
     }
 }
