@@ -1,7 +1,8 @@
 //! Jobs that outlive the worker process: [`SupervisedLauncher`] starts each job under its own
 //! supervisor (`baton-worker supervise`, see `supervisor.rs`) and follows the job's spool,
 //! turning it back into the [`JobEvent`]s an in-process job reports; signals for the job go to
-//! the supervisor through the control file.
+//! the supervisor on the pipe it was handed its job on (a standby's), else through the
+//! control file and SIGUSR1.
 //!
 //! The launcher keeps one supervisor started ahead of the next job (a standby, see
 //! `standby.rs`) and hands the job to it; with none ready (two jobs at once, or it died) it

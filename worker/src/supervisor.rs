@@ -5,8 +5,9 @@
 //! It runs the job exactly as an in-process worker does ([`run_job`]: each step in its own
 //! process group, cancel signal, grace, SIGKILL, timeout, drain) in a session of its own, and
 //! writes every event to the job's spool and status file (see `job_dir.rs` for the files).
-//! It takes `drain`, `abandon [GRACE_MS]` and `withdraw` from the control file, read on SIGUSR1
-//! and every [`CONTROL_POLL`].
+//! It takes `drain`, `abandon [GRACE_MS]` and `withdraw` as lines on the pipe a standby was
+//! handed its job on (read at once), and from the control file, read on SIGUSR1 and every
+//! [`CONTROL_POLL`] (a supervisor started cold, or one whose worker was restarted).
 //!
 //! It never runs a job nobody can stop: once the worker process it belongs to (`attached`) has
 //! been gone for that worker's lease with no new one attached, it abandons the job itself, as
