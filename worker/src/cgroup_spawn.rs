@@ -542,12 +542,23 @@ fn above_stdio(fd: OwnedFd) -> std::io::Result<OwnedFd> {
 mod tests {
     use super::*;
     use crate::cgroup::StepCgroup;
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
 
     /// Starts `line` in a fresh step cgroup (kept alive with the result: dropping it kills
     /// what is inside); `None` where this machine has none to give.
     fn start(line: &[&str], cwd: &Path) -> Option<(std::io::Result<Spawned>, StepCgroup)> {
         let cgroup = StepCgroup::create("cgroup-spawn-test", 0)?;
         Some((spawn(line, cwd, &[], cgroup.dir()), cgroup))
+    }
+
+    /// The started shell's whole stdout and its exit status.
+    async fn finish(child: ShellChild) -> (String, ExitStatus) {
+        let (mut exit, mut stdout, _) = child.into_parts();
+        let mut out = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut out)
+            .await
+            .expect("read");
+        (out, exit.wait().await.expect("wait"))
     }
 
     #[tokio::test]
@@ -581,82 +592,50 @@ mod tests {
             eprintln!("clone3 into a cgroup is refused here");
             return;
         };
-        let (mut exit, mut stdout, _) = child.into_parts();
-        let mut out = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut out)
-            .await
-            .expect("read");
-        let status = exit.wait().await.expect("wait");
+        let (out, status) = finish(child).await;
         assert_eq!((out.as_str(), status.code()), ("hi\n", Some(7)));
     }
-}
-
-#[cfg(test)]
-mod reap_tests {
-    use super::*;
-    use crate::cgroup::StepCgroup;
 
     /// Many shells that end at once, one after another: every exit is seen.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_quick_exit_is_seen() {
         let tmp = std::env::temp_dir();
         for i in 0..300 {
-            let Some(cgroup) = StepCgroup::create("reap-test", i) else {
+            let Some((started, _cgroup)) = start(&["sh", "-c", "exit 3"], &tmp) else {
                 eprintln!("no writable cgroup v2 here: not checked");
                 return;
             };
-            let Spawned::Started(child) =
-                spawn(&["sh", "-c", "exit 3"], &tmp, &[], cgroup.dir()).expect("spawn")
-            else {
+            let Spawned::Started(child) = started.expect("spawn") else {
                 eprintln!("clone3 into a cgroup is refused here");
                 return;
             };
-            let (mut exit, _, _) = child.into_parts();
-            let status = tokio::time::timeout(Duration::from_secs(10), exit.wait())
+            let (_, status) = tokio::time::timeout(Duration::from_secs(10), finish(child))
                 .await
-                .unwrap_or_else(|_| panic!("exit {i} never seen"))
-                .expect("wait");
+                .unwrap_or_else(|_| panic!("exit {i} never seen"));
             assert_eq!(status.code(), Some(3));
         }
     }
-}
-
-#[cfg(test)]
-mod signal_tests {
-    use super::*;
-    use crate::cgroup::StepCgroup;
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
 
     /// A worker that inherited SIGQUIT ignored (started with `&` from a script) still gives
     /// its steps every signal at its default.
     #[tokio::test]
     async fn a_step_gets_no_ignored_signal_from_the_worker() {
         let tmp = std::env::temp_dir();
-        let Some(cgroup) = StepCgroup::create("signal-test", 0) else {
-            eprintln!("no writable cgroup v2 here: not checked");
-            return;
-        };
         let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
         // SAFETY: SIG_IGN installs no handler; nothing else in this test binary uses SIGQUIT.
         let before = unsafe { sigaction(Signal::SIGQUIT, &ignore) }.expect("ignore SIGQUIT");
-        let spawned = spawn(
-            &["sh", "-c", "grep SigIgn /proc/$$/status"],
-            &tmp,
-            &[],
-            cgroup.dir(),
-        );
+        let started = start(&["sh", "-c", "grep SigIgn /proc/$$/status"], &tmp);
         // SAFETY: puts back what was there.
         unsafe { sigaction(Signal::SIGQUIT, &before) }.expect("restore SIGQUIT");
-        let Spawned::Started(child) = spawned.expect("spawn") else {
+        let Some((started, _cgroup)) = started else {
+            eprintln!("no writable cgroup v2 here: not checked");
+            return;
+        };
+        let Spawned::Started(child) = started.expect("spawn") else {
             eprintln!("clone3 into a cgroup is refused here");
             return;
         };
-        let (mut exit, mut stdout, _) = child.into_parts();
-        let mut out = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut out)
-            .await
-            .expect("read");
-        exit.wait().await.expect("wait");
+        let (out, _) = finish(child).await;
         assert_eq!(out.trim(), "SigIgn:\t0000000000000000");
     }
 }
