@@ -143,7 +143,13 @@ impl Cluster {
 
     /// A client on the cluster's shared connection (made on first use).
     pub async fn client(&self) -> anyhow::Result<PipelineServiceClient<Channel>> {
-        let channel = self
+        Ok(PipelineServiceClient::new(self.channel().await?)
+            .max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    /// The cluster's shared connection (made on first use).
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        Ok(self
             .channel
             .get_or_try_init(|| async {
                 Endpoint::from_shared(self.addr.clone())?
@@ -153,8 +159,7 @@ impl Cluster {
                     .map_err(anyhow::Error::from)
             })
             .await?
-            .clone();
-        Ok(PipelineServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+            .clone())
     }
 
     /// Starts a `baton-worker` process and waits until the coordinator lists it as connected.

@@ -7,6 +7,7 @@
 //! `target/release/baton-bench all`.
 
 mod cluster;
+mod floor;
 mod marks;
 mod scenarios;
 mod sim_worker;

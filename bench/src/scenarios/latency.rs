@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::{abandon, one_stage_pipeline, start};
 use crate::cluster::Cluster;
+use crate::floor::{Floor, FloorProbe};
 use crate::marks::{JobShell, Marks, now_epoch};
 use crate::stats::{Table, max, ms, percentile};
 use crate::watch::Watcher;
@@ -70,6 +71,8 @@ fn dispatch_summary(figures: &DispatchFigures, startup: &[f64]) -> serde_json::V
             "max_ms": max(&figures.total),
             "start_call_p50_ms": percentile(&figures.call, 50.0),
         "shell_startup_p50_ms": percentile(startup, 50.0),
+        "floor_rpc_p50_ms": percentile(&figures.floor.rpc, 50.0),
+        "floor_flush_p50_ms": percentile(&figures.floor.flush, 50.0),
     })
 }
 
@@ -79,6 +82,8 @@ pub struct DispatchFigures {
     pub total: Vec<f64>,
     /// Start request -> its answer (the new execution durable).
     pub call: Vec<f64>,
+    /// The machine's floor, probed after each run.
+    pub floor: Floor,
 }
 
 /// Runs the dispatch measurement on an existing cluster (the fleet scenario reuses it).
@@ -89,21 +94,25 @@ pub async fn dispatch_runs(
     runs: usize,
 ) -> anyhow::Result<DispatchFigures> {
     let watcher = Watcher::start(cluster, pipeline).await?;
-    let mut figures = DispatchFigures {
-        total: Vec::with_capacity(runs),
-        call: Vec::with_capacity(runs),
-    };
+    let mut probe = FloorProbe::open(&cluster.dir.path().join(pipeline))?;
+    let mut total = Vec::with_capacity(runs);
+    let mut call = Vec::with_capacity(runs);
     for i in 0..runs {
         let commit = format!("{pipeline}-{i}");
         let t0 = now_epoch();
         let id = start(cluster, pipeline, "main", &commit).await?;
-        figures.call.push((now_epoch() - t0) * 1000.0);
+        call.push((now_epoch() - t0) * 1000.0);
         let mark = marks.wait("start", &commit, WAIT).await?;
-        figures.total.push((mark - t0) * 1000.0);
+        total.push((mark - t0) * 1000.0);
         // The worker is idle again before the next run.
         watcher.wait_ended(&[id], WAIT).await?;
+        probe.probe(cluster).await?;
     }
-    Ok(figures)
+    Ok(DispatchFigures {
+        total,
+        call,
+        floor: probe.into_floor(),
+    })
 }
 
 /// Prints dispatch figures next to the machine's own process start-up time.
@@ -114,6 +123,14 @@ pub fn print_dispatch(title: &str, figures: &DispatchFigures, startup: &[f64], s
         ("start request -> job's first instruction", &figures.total),
         ("of which the start call (durable, answered)", &figures.call),
     ] {
+        table.row(vec![
+            name.into(),
+            ms(percentile(values, 50.0)),
+            ms(percentile(values, 99.0)),
+            ms(max(values)),
+        ]);
+    }
+    for (name, values) in floor_rows(&figures.floor) {
         table.row(vec![
             name.into(),
             ms(percentile(values, 50.0)),
@@ -181,7 +198,7 @@ pub async fn cancel(runs: usize) -> anyhow::Result<serde_json::Value> {
             out[format!("auto_cancel{suffix}")] = summary(&figures);
             let yaml = one_stage_pipeline(&stop, "", "", "pool: real", &step);
             cluster.put_pipeline(&yaml).await?;
-            let (figures, calls) = cancel_by_stop(&cluster, &marks, &stop, runs).await?;
+            let (figures, calls, floor) = cancel_by_stop(&cluster, &marks, &stop, runs).await?;
             table.row(row("StopPipelineExecution(abandon)", mode, job, &figures));
             table.row(row(
                 "  of which the call (durable, answered)",
@@ -189,13 +206,32 @@ pub async fn cancel(runs: usize) -> anyhow::Result<serde_json::Value> {
                 job,
                 &calls,
             ));
+            for (name, values) in floor_rows(&floor) {
+                table.row(row(&format!("  {name}"), mode, job, values));
+            }
             out[format!("stop_abandon{suffix}")] = summary(&figures);
             out[format!("stop_call{suffix}")] = summary(&calls);
+            out[format!("floor_rpc{suffix}")] = summary(&floor.rpc);
+            out[format!("floor_flush{suffix}")] = summary(&floor.flush);
         }
     }
     println!("\ncancel-latency: request -> SIGTERM seen by the older job's process group");
     table.print();
     Ok(out)
+}
+
+/// The floor's rows: what the machine needs before Baton does anything.
+fn floor_rows(floor: &Floor) -> [(&'static str, &Vec<f64>); 2] {
+    [
+        (
+            "floor: a gRPC round trip, no Baton work (health check)",
+            &floor.rpc,
+        ),
+        (
+            "floor: one durable store flush (sled, 1 KiB record)",
+            &floor.flush,
+        ),
+    ]
 }
 
 fn row(name: &str, mode: &str, job: &str, figures: &[f64]) -> Vec<String> {
@@ -241,14 +277,16 @@ async fn cancel_by_newer(
     Ok(figures)
 }
 
-/// Request -> SIGTERM, and of that the StopPipelineExecution call itself (durable, answered).
+/// Request -> SIGTERM, of that the StopPipelineExecution call itself (durable, answered), and
+/// the machine's floor probed after each run.
 async fn cancel_by_stop(
     cluster: &Cluster,
     marks: &Marks,
     pipeline: &str,
     runs: usize,
-) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+) -> anyhow::Result<(Vec<f64>, Vec<f64>, Floor)> {
     let watcher = Watcher::start(cluster, pipeline).await?;
+    let mut probe = FloorProbe::open(&cluster.dir.path().join(pipeline))?;
     let mut figures = Vec::with_capacity(runs);
     let mut calls = Vec::with_capacity(runs);
     for i in 0..runs {
@@ -261,6 +299,7 @@ async fn cancel_by_stop(
         let term = marks.wait("term", &commit, WAIT).await?;
         figures.push((term - t0) * 1000.0);
         watcher.wait_ended(&[id], WAIT).await?;
+        probe.probe(cluster).await?;
     }
-    Ok((figures, calls))
+    Ok((figures, calls, probe.into_floor()))
 }
