@@ -171,6 +171,7 @@ impl PipelineService for PipelineApi {
         &self,
         req: Request<pb::StopPipelineExecutionRequest>,
     ) -> Result<Response<pb::StopPipelineExecutionResponse>, Status> {
+        tracing::trace!(target: "baton::hop", "api-stop");
         let req = req.into_inner();
         let mode = match pb::StopMode::try_from(req.mode) {
             Ok(pb::StopMode::Abandon) => StopMode::Abandon,

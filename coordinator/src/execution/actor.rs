@@ -224,11 +224,13 @@ impl PipelineActor {
         let key = work.key();
         let addr = self.stage_addr(&key);
         let now = self.moment(&key);
+        tracing::trace!(target: "baton::hop", "actor-ask");
         let ask = addr.send(AskAt {
             ask: work.ask.clone(),
             now,
         });
         ctx.wait(ask.into_actor(self).map(move |answer, act, ctx| {
+            tracing::trace!(target: "baton::hop", "actor-answer");
             match answer {
                 Ok(Ok(decision)) => act.apply_decision(&key, decision, &mut txn),
                 Ok(Err(refused)) => {
@@ -321,6 +323,7 @@ impl PipelineActor {
         }
         ops.append(&mut txn.writes);
         // Queued now, so batches land in the order their messages were handled.
+        tracing::trace!(target: "baton::hop", "actor-commit");
         let landing = self.shared.store.write_queued(ops);
         let batch = self.next_batch;
         self.next_batch += 1;
@@ -667,6 +670,7 @@ impl Handler<Start> for PipelineActor {
 impl Handler<Stop> for PipelineActor {
     type Result = ResponseFuture<Result<ExecutionRecord, CoordError>>;
     fn handle(&mut self, msg: Stop, ctx: &mut Context<Self>) -> Self::Result {
+        tracing::trace!(target: "baton::hop", "actor-stop");
         let _span = tracing::info_span!("execution", pipeline = %self.name, execution_id = %msg.execution_id).entered();
         let mut txn = Txn::default();
         if let Err(e) = self.stop(&msg.execution_id, msg.mode, &msg.reason, &mut txn) {
