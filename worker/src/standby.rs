@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin};
@@ -106,6 +106,35 @@ impl StandbySlot {
     /// The pid of the standby ready for the next job, if one is.
     pub fn pid(&self) -> Option<u32> {
         self.ready().as_ref().and_then(|s| s.child.id())
+    }
+
+    /// A handle that refills this slot only while a launcher still holds it.
+    pub fn downgrade(&self) -> WeakStandbySlot {
+        WeakStandbySlot {
+            exe: self.exe.clone(),
+            ready: Arc::downgrade(&self.ready),
+        }
+    }
+}
+
+/// A [`StandbySlot`] that a running job's task holds: it must not keep a standby alive for a
+/// launcher that is gone.
+#[derive(Debug)]
+pub(crate) struct WeakStandbySlot {
+    exe: PathBuf,
+    ready: Weak<Mutex<Option<Standby>>>,
+}
+
+impl WeakStandbySlot {
+    /// [`StandbySlot::refill`], if the launcher still exists.
+    pub fn refill(&self) {
+        if let Some(ready) = self.ready.upgrade() {
+            StandbySlot {
+                exe: self.exe.clone(),
+                ready,
+            }
+            .refill();
+        }
     }
 }
 

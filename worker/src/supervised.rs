@@ -6,7 +6,8 @@
 //!
 //! The launcher keeps one supervisor started ahead of the next job (a standby, see
 //! `standby.rs`) and hands the job to it; with none ready (two jobs at once, or it died) it
-//! starts one for the job ("cold"), and either way starts the next standby right after.
+//! starts one for the job ("cold"). The next standby is started when a job ends, so that its
+//! start does not compete with the job's own.
 //!
 //! A worker started again with the same work dir finds the jobs the previous process left
 //! ([`JobLauncher::left_behind`]): running ones (their supervisor holds the lock) and ended
@@ -29,7 +30,7 @@ use crate::proc_group;
 use crate::runner::{JobContext, JobControl, JobEnd, JobEvent, Report};
 use crate::seams::{JobLauncher, LeftBehind};
 use crate::spool::SpoolReader;
-use crate::standby::StandbySlot;
+use crate::standby::{StandbySlot, WeakStandbySlot};
 
 /// Shortest pause between two reads of a spool (right after new output).
 const POLL_MIN: Duration = Duration::from_millis(5);
@@ -86,17 +87,31 @@ impl JobLauncher for SupervisedLauncher {
             let job_id = job.job_id.clone();
             if job_dir.supervisor_alive() {
                 // Already running here (this worker lost track of it): follow, start nothing.
-                follow(job_dir, job_id, reports, control, None).await;
+                follow(job_dir, job_id, reports, control, None, None).await;
                 return;
             }
             let started = start(&exe, &standby, &job_dir, &job, &ctx).await;
-            // For the next job; this one's supervisor runs already (or could not start).
-            standby.refill();
+            // The next standby starts once this job is over (before its end is reported, so
+            // the next job finds it), not while this one starts: starting one (exec, dynamic
+            // linking, runtime) took the CPU the job's own start needed (supervised dispatch
+            // p50 9.1-11.3 -> 6.1-8.4 ms, `baton-bench dispatch-latency`, 2-core machine). A
+            // job handed to a standby that is still starting waits for it on the pipe.
             // A standby kept for no job must not outlive the launcher because of this task.
-            drop(standby);
+            let standby = standby.downgrade();
             match started {
-                Ok(child) => follow(job_dir, job_id, reports, control, Some(child)).await,
+                Ok(child) => {
+                    follow(
+                        job_dir,
+                        job_id,
+                        reports,
+                        control,
+                        Some(child),
+                        Some(standby),
+                    )
+                    .await
+                }
                 Err(err) => {
+                    standby.refill();
                     let message = format!("cannot start the job's supervisor: {err}");
                     fail(&reports, &job_id, 0, message).await;
                 }
@@ -132,6 +147,7 @@ impl JobLauncher for SupervisedLauncher {
                 job_id.clone(),
                 reports.clone(),
                 control_rx,
+                None,
                 None,
             ));
             found.push(LeftBehind {
@@ -203,7 +219,14 @@ async fn follow(
     reports: mpsc::Sender<Report>,
     control: mpsc::Receiver<JobControl>,
     mut child: Option<Child>,
+    mut standby: Option<WeakStandbySlot>,
 ) {
+    // Starts the next standby once the job is over, right before its end is reported.
+    let mut job_over = move || {
+        if let Some(slot) = standby.take() {
+            slot.refill();
+        }
+    };
     let mut reader = SpoolReader::new(job_dir.file("spool"));
     // Only the supervisor this process started rings; others are polled.
     let mut bell = child.as_mut().and_then(|c| c.stdout.take());
@@ -221,6 +244,7 @@ async fn follow(
             Ok(events) => events,
             Err(err) => {
                 let message = format!("cannot read the job's spool: {err}");
+                job_over();
                 fail(&reports, &job_id, step, message).await;
                 return;
             }
@@ -245,6 +269,9 @@ async fn follow(
                     tracing::warn!(job_id, "the job's supervisor lingers after the job's end");
                 }
             }
+            if last {
+                job_over();
+            }
             let job_id = job_id.clone();
             let _ = reports.send(Report { job_id, event }).await;
             if last {
@@ -266,6 +293,7 @@ async fn follow(
             {
                 message.push_str(&format!("; processes of its session {sid} survive SIGKILL"));
             }
+            job_over();
             fail(&reports, &job_id, step, message).await;
             return;
         }

@@ -289,6 +289,33 @@ async fn each_job_in_a_row_runs_under_the_standby_started_before_it() {
 }
 
 #[tokio::test]
+async fn the_next_standby_starts_when_the_job_ends_not_while_it_runs() {
+    let mut h = Harness::new();
+    assert!(h.launcher.standby_pid().is_some(), "a standby is ready");
+    let gate = h.dir.path().join("gate");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    h.launch(job(
+        "j8",
+        &[&format!("echo started; cat '{}'", gate.display())],
+    ));
+    h.wait_log("started").await;
+    // Starting one now would take the CPU the job's own start needs.
+    assert_eq!(
+        h.launcher.standby_pid(),
+        None,
+        "a standby was started while the job ran"
+    );
+    std::fs::write(&gate, "go\n").expect("open the gate");
+    let end = h.end().await;
+    assert_eq!(end.outcome, JobOutcome::Succeeded, "{end:?}");
+    assert_eq!(h.output(LogStream::Stdout), "started\ngo\n");
+    // Started before the end was reported, so the next job finds it.
+    h.launcher
+        .standby_pid()
+        .expect("a standby for the next job once this one ended");
+}
+
+#[tokio::test]
 async fn a_job_whose_standby_died_starts_its_supervisor_cold_and_a_new_standby_after() {
     let mut h = Harness::new();
     let dead = h.kill_standby().await;
