@@ -551,6 +551,22 @@ mod tests {
         Some((spawn(line, cwd, &[], cgroup.dir()), cgroup))
     }
 
+    /// The shell [`start`] cloned (with its cgroup, kept alive), or `None` with a note on
+    /// stderr where this machine has no cgroup to give or refuses clone3 into one.
+    fn started(
+        start: Option<(std::io::Result<Spawned>, StepCgroup)>,
+    ) -> Option<(ShellChild, StepCgroup)> {
+        let Some((started, cgroup)) = start else {
+            eprintln!("no writable cgroup v2 here: clone3 into a cgroup is not checked");
+            return None;
+        };
+        let Spawned::Started(child) = started.expect("spawn") else {
+            eprintln!("clone3 into a cgroup is refused here: not checked");
+            return None;
+        };
+        Some((child, cgroup))
+    }
+
     /// The started shell's whole stdout and its exit status.
     async fn finish(child: ShellChild) -> (String, ExitStatus) {
         let (mut exit, mut stdout, _) = child.into_parts();
@@ -584,12 +600,7 @@ mod tests {
     #[tokio::test]
     async fn a_started_shell_reports_its_exit_status_and_output() {
         let tmp = std::env::temp_dir();
-        let Some((started, _cgroup)) = start(&["sh", "-c", "echo hi; exit 7"], &tmp) else {
-            eprintln!("no writable cgroup v2 here: clone3 into a cgroup is not checked");
-            return;
-        };
-        let Spawned::Started(child) = started.expect("spawn") else {
-            eprintln!("clone3 into a cgroup is refused here");
+        let Some((child, _cgroup)) = started(start(&["sh", "-c", "echo hi; exit 7"], &tmp)) else {
             return;
         };
         let (out, status) = finish(child).await;
@@ -601,12 +612,7 @@ mod tests {
     async fn every_quick_exit_is_seen() {
         let tmp = std::env::temp_dir();
         for i in 0..300 {
-            let Some((started, _cgroup)) = start(&["sh", "-c", "exit 3"], &tmp) else {
-                eprintln!("no writable cgroup v2 here: not checked");
-                return;
-            };
-            let Spawned::Started(child) = started.expect("spawn") else {
-                eprintln!("clone3 into a cgroup is refused here");
+            let Some((child, _cgroup)) = started(start(&["sh", "-c", "exit 3"], &tmp)) else {
                 return;
             };
             let (_, status) = tokio::time::timeout(Duration::from_secs(10), finish(child))
@@ -624,15 +630,10 @@ mod tests {
         let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
         // SAFETY: SIG_IGN installs no handler; nothing else in this test binary uses SIGQUIT.
         let before = unsafe { sigaction(Signal::SIGQUIT, &ignore) }.expect("ignore SIGQUIT");
-        let started = start(&["sh", "-c", "grep SigIgn /proc/$$/status"], &tmp);
+        let start = start(&["sh", "-c", "grep SigIgn /proc/$$/status"], &tmp);
         // SAFETY: puts back what was there.
         unsafe { sigaction(Signal::SIGQUIT, &before) }.expect("restore SIGQUIT");
-        let Some((started, _cgroup)) = started else {
-            eprintln!("no writable cgroup v2 here: not checked");
-            return;
-        };
-        let Spawned::Started(child) = started.expect("spawn") else {
-            eprintln!("clone3 into a cgroup is refused here");
+        let Some((child, _cgroup)) = started(start) else {
             return;
         };
         let (out, _) = finish(child).await;
