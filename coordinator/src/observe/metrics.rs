@@ -84,7 +84,7 @@ type FloatCounter = Counter<f64, AtomicU64>;
 pub struct StoreMetrics {
     /// Operations per committed batch.
     pub batch_ops: Histogram,
-    /// Seconds to apply and flush one batch.
+    /// Seconds to make one batch durable and apply it (the name is kept from when that was a flush).
     pub flush_seconds: Histogram,
 }
 
@@ -191,7 +191,7 @@ impl Metrics {
         );
         r.register(
             "store_flush_seconds",
-            "Time to apply and flush one store batch",
+            "Time to make one store batch durable and apply it",
             m.store.flush_seconds.clone(),
         );
         r.register(

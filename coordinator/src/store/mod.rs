@@ -1,12 +1,13 @@
 //! The store: the only module that touches the storage engine.
 //!
 //! One writer thread owns every write. It takes all requests that are waiting (up to
-//! [`MAX_BATCH_OPS`] operations), applies them as one atomic batch, makes the batch durable
-//! (one flush) and only then answers each request. Callers await that answer before they
+//! [`MAX_BATCH_OPS`] operations), makes them durable as one atomic batch (for sled: one synced
+//! record in the commit log) and only then answers each request. Callers await that answer before they
 //! acknowledge a client, dispatch a job or tell a watcher (group commit).
 //!
 //! Reads go straight to the engine from any thread.
 
+mod commit_log;
 mod inline;
 mod memory;
 pub mod records;
@@ -165,10 +166,10 @@ pub trait Engine: Send + Sync + 'static {
 /// How the writer turns requests into durable batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CommitMode {
-    /// Everything waiting (up to [`MAX_BATCH_OPS`]) in one transaction and one flush. Default.
+    /// Everything waiting (up to [`MAX_BATCH_OPS`]) in one batch, made durable once. Default.
     #[default]
     Group,
-    /// One transaction and one flush per request (for comparison in the benchmark).
+    /// One batch, made durable on its own, per request (for comparison in the benchmark).
     PerWrite,
 }
 

@@ -1,19 +1,41 @@
-//! The sled engine: each batch is one multi-tree transaction followed by one flush.
+//! The sled engine: a batch becomes durable as one synced record in the
+//! [commit log](super::commit_log) and is then written to sled, which flushes in its own time.
+//!
+//! sled's multi-tree transactions and its flush are not used on that path: the log already
+//! makes a batch all-or-nothing across a crash (a batch is written to sled only once its
+//! record is synced, and opening applies every record again), and a lock of our own keeps
+//! readers from seeing half a batch. Measured on the 2-core VM (`baton::hop` events,
+//! `baton-bench cancel-latency`): a 12-tree transaction 0.10-0.13 ms and sled's flush
+//! 0.21 ms per batch, against 0.11 ms for the log's write and sync.
 
 use std::path::Path;
+use std::sync::{Mutex, RwLock};
 
 use sled::Transactional;
 
+use super::commit_log::{Appended, CommitLog};
 use super::{Engine, KeyValues, Op, StoreError, Tree};
 
-/// sled 0.34 with one sled tree per [`Tree`].
+/// sled 0.34 with one sled tree per [`Tree`], and Baton's commit log beside it.
 pub struct SledEngine {
     db: sled::Db,
     trees: Vec<(Tree, sled::Tree)>,
+    /// Only the store writer appends; the lock is never contended.
+    log: Mutex<CommitLog>,
+    /// Held for writing while a batch goes into sled and for reading around every read of
+    /// one key or one scanned entry (as sled does for its transactions), so that a reader
+    /// that sees one write of a batch sees all of it.
+    batch_gate: RwLock<()>,
+    /// How many batches `open` applied again from the commit log.
+    replayed: usize,
 }
 
 fn engine_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Engine(e.to_string())
+}
+
+fn poisoned<T>(_: T) -> StoreError {
+    StoreError::Engine("a store lock is poisoned (a store thread panicked)".into())
 }
 
 /// Says what is wrong with a store that will not open, which file, and what to do.
@@ -21,7 +43,7 @@ fn open_err(dir: &Path, e: sled::Error) -> StoreError {
     let dir = dir.display();
     let damaged = |what: String| {
         format!(
-            "{what}; its data is in {dir}/db and {dir}/snap.* (settings in {dir}/conf). Baton changed and deleted nothing. Keep this directory as it is for investigation, restore your latest backup into a new directory (baton-coordinator restore --in BACKUP --data-dir NEW_DIR) and start with --data-dir NEW_DIR"
+            "{what}; its data is in {dir}/db, {dir}/snap.* and {dir}/commit.log (settings in {dir}/conf). Baton changed and deleted nothing. Keep this directory as it is for investigation, restore your latest backup into a new directory (baton-coordinator restore --in BACKUP --data-dir NEW_DIR) and start with --data-dir NEW_DIR"
         )
     };
     StoreError::Open(match e {
@@ -32,7 +54,7 @@ fn open_err(dir: &Path, e: sled::Error) -> StoreError {
             "permission denied ({io}) on {dir} or its files conf, db, snap.*: make them readable and writable by the user that runs baton-coordinator. Nothing was changed"
         ),
         sled::Error::Io(io) => format!(
-            "{io} while opening {dir} (files conf, db, snap.*): check the disk and the directory. Nothing was changed"
+            "{io} while opening {dir} (files conf, db, snap.*, commit.log): check the disk and the directory. Nothing was changed"
         ),
         sled::Error::Corruption { at, .. } => damaged(format!(
             "the store is damaged (corruption at {})",
@@ -46,7 +68,8 @@ fn open_err(dir: &Path, e: sled::Error) -> StoreError {
 }
 
 impl SledEngine {
-    /// Opens (or creates) the store in `dir`. Never deletes anything to recover; a store that
+    /// Opens (or creates) the store in `dir` and applies again the batches its commit log
+    /// holds that sled may not have flushed. Never deletes anything to recover; a store that
     /// will not open gets an error that names the file and says what to do.
     pub fn open(dir: &Path) -> Result<SledEngine, StoreError> {
         let config = sled::Config::new()
@@ -71,22 +94,54 @@ impl SledEngine {
             .map(|t| db.open_tree(t.name()).map(|tree| (*t, tree)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| open_err(dir, e))?;
-        Ok(SledEngine { db, trees })
+        let (log, replay) = CommitLog::open(dir)?;
+        let engine = SledEngine {
+            db,
+            trees,
+            log: Mutex::new(log),
+            batch_gate: RwLock::new(()),
+            replayed: replay.len(),
+        };
+        if !replay.is_empty() {
+            for ops in &replay {
+                engine.write_ops(ops)?;
+            }
+            engine.flush()?;
+            tracing::info!(
+                batches = replay.len(),
+                "applied the commit log's last batches again"
+            );
+        }
+        Ok(engine)
     }
 
-    /// Writes every dirty page to disk.
+    /// How many batches opening applied again from the commit log: those acknowledged
+    /// before the last stop that sled had not flushed (0 after a clean stop).
+    pub fn replayed(&self) -> usize {
+        self.replayed
+    }
+
+    /// Writes every dirty page to disk; the commit log then starts afresh.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(engine_err)
+        self.db.flush().map_err(engine_err)?;
+        self.log.lock().map_err(poisoned)?.restart()
     }
 
-    fn tree(&self, tree: Tree) -> &sled::Tree {
-        // Every Tree variant is opened in `open`, in ALL order.
-        &self.trees[Tree::ALL.iter().position(|t| *t == tree).unwrap_or(0)].1
+    /// Writes `ops` to sled one by one, behind the batch gate.
+    fn write_ops(&self, ops: &[Op]) -> Result<(), StoreError> {
+        let _gate = self.batch_gate.write().map_err(poisoned)?;
+        for op in ops {
+            match op {
+                Op::Put(t, k, v) => self.tree(*t).insert(k.as_slice(), v.as_slice()),
+                Op::Delete(t, k) => self.tree(*t).remove(k.as_slice()),
+            }
+            .map_err(engine_err)?;
+        }
+        Ok(())
     }
-}
 
-impl Engine for SledEngine {
-    fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+    /// Writes `ops` as one sled transaction (for a batch too large for the commit log).
+    fn transaction(&self, ops: &[Op]) -> Result<(), StoreError> {
         let trees: Vec<sled::Tree> = self.trees.iter().map(|(_, t)| t.clone()).collect();
         let index = |tree: Tree| Tree::ALL.iter().position(|t| *t == tree).unwrap_or(0);
         trees
@@ -104,15 +159,48 @@ impl Engine for SledEngine {
                 }
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
-            .map_err(|e| engine_err(format!("{e:?}")))?;
-        // Measured: a transaction over only the trees a batch writes made simulated throughput
-        // fall from 17,600-19,100 to 12,300-14,800 job changes/s, so every tree takes part.
-        tracing::trace!(target: "baton::hop", "sled-txn-done");
-        self.db.flush().map_err(engine_err)?;
-        Ok(())
+            .map_err(|e| engine_err(format!("{e:?}")))
+    }
+
+    fn tree(&self, tree: Tree) -> &sled::Tree {
+        // Every Tree variant is opened in `open`, in ALL order.
+        &self.trees[Tree::ALL.iter().position(|t| *t == tree).unwrap_or(0)].1
+    }
+}
+
+impl Drop for SledEngine {
+    /// A clean close flushes sled, so that the next open has no batch to apply again.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "the store's last flush failed; the next start applies the commit log again");
+        }
+    }
+}
+
+impl Engine for SledEngine {
+    fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        let mut log = self.log.lock().map_err(poisoned)?;
+        if log.append(ops)? == Appended::Full {
+            // Every logged batch is in sled already: once sled has flushed them the log
+            // can start afresh.
+            self.db.flush().map_err(engine_err)?;
+            log.restart()?;
+            if log.append(ops)? == Appended::Full {
+                // Larger than the whole log: sled's own transaction and flush make it
+                // atomic and durable (the new epoch holds nothing to apply over it).
+                self.transaction(ops)?;
+                self.db.flush().map_err(engine_err)?;
+                return Ok(());
+            }
+        }
+        tracing::trace!(target: "baton::hop", "log-synced");
+        // If this fails part-way the callers hear of it, and the next start applies the
+        // whole batch from the log (as with any engine, a failed commit's outcome is open).
+        self.write_ops(ops)
     }
 
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let _gate = self.batch_gate.read().map_err(poisoned)?;
         Ok(self
             .tree(tree)
             .get(key)
@@ -121,10 +209,7 @@ impl Engine for SledEngine {
     }
 
     fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<KeyValues, StoreError> {
-        self.tree(tree)
-            .scan_prefix(prefix)
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine_err))
-            .collect()
+        self.collect(self.tree(tree).scan_prefix(prefix), prefix, usize::MAX)
     }
 
     fn scan_from(
@@ -134,20 +219,118 @@ impl Engine for SledEngine {
         start: &[u8],
         limit: usize,
     ) -> Result<KeyValues, StoreError> {
-        self.tree(tree)
-            .range(start.max(prefix)..)
-            .take_while(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
-            .take(limit)
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine_err))
-            .collect()
+        self.collect(self.tree(tree).range(start.max(prefix)..), prefix, limit)
     }
 
     fn scan_last(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<KeyValues, StoreError> {
-        self.tree(tree)
-            .scan_prefix(prefix)
-            .rev()
-            .take(limit)
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine_err))
-            .collect()
+        self.collect(self.tree(tree).scan_prefix(prefix).rev(), prefix, limit)
+    }
+}
+
+impl SledEngine {
+    /// Up to `limit` entries of `entries` while their keys start with `prefix`, each read
+    /// behind the batch gate (a long scan does not hold up the writer, as with sled's own
+    /// transactions).
+    fn collect(
+        &self,
+        mut entries: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<KeyValues, StoreError> {
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let next = {
+                let _gate = self.batch_gate.read().map_err(poisoned)?;
+                entries.next()
+            };
+            match next {
+                Some(Ok((k, v))) if k.starts_with(prefix) => out.push((k.to_vec(), v.to_vec())),
+                Some(Ok(_)) | None => break,
+                Some(Err(e)) => return Err(engine_err(e)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    const CHILD_DIR: &str = "BATON_TEST_SLED_CHILD_DIR";
+    const BATCHES: usize = 200;
+
+    /// Run as a child process by the test below: writes `BATCHES` batches, says so, and waits
+    /// to be killed. Does nothing when run as an ordinary test.
+    #[test]
+    fn child_writes_batches_and_waits_to_be_killed() {
+        let Some(dir) = std::env::var_os(CHILD_DIR) else {
+            return;
+        };
+        let engine = SledEngine::open(Path::new(&dir)).expect("open");
+        for i in 0..BATCHES {
+            let key = format!("job-{i:04}").into_bytes();
+            engine
+                .apply(&[
+                    Op::Put(Tree::Jobs, key.clone(), b"done".to_vec()),
+                    Op::Put(Tree::Executions, key, vec![b'x'; 300]),
+                ])
+                .expect("apply");
+        }
+        engine
+            .apply(&[Op::Delete(Tree::Jobs, b"job-0007".to_vec())])
+            .expect("apply");
+        println!("acknowledged");
+        loop {
+            std::thread::park();
+        }
+    }
+
+    #[test]
+    fn batches_acknowledged_before_a_kill_9_are_there_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "store::sled_engine::tests::child_writes_batches_and_waits_to_be_killed",
+                "--exact",
+                "--nocapture",
+            ])
+            .env(CHILD_DIR, dir.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let acknowledged = std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line == "acknowledged");
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        assert!(acknowledged, "the child never acknowledged its writes");
+
+        let engine = SledEngine::open(dir.path()).expect("reopen");
+        assert_eq!(
+            engine.replayed(),
+            BATCHES + 1,
+            "the log starts afresh only on a clean close or when full, so it holds every batch"
+        );
+        for i in (0..BATCHES).filter(|i| *i != 7) {
+            let key = format!("job-{i:04}").into_bytes();
+            assert_eq!(
+                engine.get(Tree::Jobs, &key).expect("get"),
+                Some(b"done".to_vec())
+            );
+        }
+        assert_eq!(engine.get(Tree::Jobs, b"job-0007").expect("get"), None);
+        drop(engine);
+        let engine = SledEngine::open(dir.path()).expect("reopen after a clean close");
+        assert_eq!(
+            engine.replayed(),
+            0,
+            "a clean close leaves nothing to apply again"
+        );
+        assert!(engine.get(Tree::Jobs, b"job-0199").expect("get").is_some());
     }
 }
