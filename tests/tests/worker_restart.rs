@@ -27,9 +27,14 @@ async fn eventually(what: &str, check: impl Fn() -> bool) {
     }
 }
 
+/// Job directories under the work dir (not the one a standby makes ahead, `.standby-<pid>`).
 fn spools(work_dir: &Path) -> usize {
     std::fs::read_dir(work_dir.join(baton_worker::JOBS_DIR))
-        .map(|d| d.count())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().starts_with(".standby-"))
+                .count()
+        })
         .unwrap_or(0)
 }
 

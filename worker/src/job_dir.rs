@@ -48,6 +48,12 @@ impl JobDir {
         };
         let mut dirs: Vec<JobDir> = entries
             .filter_map(|e| e.ok())
+            // A standby's directory made ahead is no job's (see `prepared.rs`).
+            .filter(|e| {
+                !e.file_name()
+                    .to_string_lossy()
+                    .starts_with(crate::prepared::PREFIX)
+            })
             .map(|e| e.path())
             .filter(|p| p.is_dir())
             .map(|dir| JobDir { dir })
@@ -128,6 +134,15 @@ impl JobDir {
             .unwrap_or(DEFAULT_LEASE);
         let text = format!("{} {}\n", std::process::id(), lease.as_millis());
         crate::spool::write_atomic(&self.file("attached"), text.as_bytes())
+    }
+
+    /// [`JobDir::attach`] for an `attached` that exists and is empty, in a directory made
+    /// ahead whose job is not handed over yet (nobody reads it before): one write instead of
+    /// a new file and a rename.
+    pub fn attach_in_place(&self, lease: Option<Duration>) -> std::io::Result<()> {
+        let lease = lease.unwrap_or(DEFAULT_LEASE);
+        let text = format!("{} {}\n", std::process::id(), lease.as_millis());
+        std::fs::write(self.file("attached"), text)
     }
 
     /// The worker pid and lease from `attached`.

@@ -11,6 +11,7 @@ mod cgroup_spawn;
 pub mod config;
 mod error;
 mod job_dir;
+mod prepared;
 pub mod proc_group;
 pub mod runner;
 pub mod seams;
@@ -55,7 +56,10 @@ pub async fn run_supervised(
     exe: std::path::PathBuf,
 ) -> Result<(), WorkerError> {
     let seams = Seams {
-        launcher: std::sync::Arc::new(SupervisedLauncher::new(exe)),
+        launcher: std::sync::Arc::new(SupervisedLauncher::with_work_dir(
+            exe,
+            Some(config.work_dir.clone()),
+        )),
         connector: None,
     };
     run_in_work_dir(config, shutdown, seams).await

@@ -35,7 +35,8 @@ fn main() -> ExitCode {
     if args.next().is_some_and(|a| a == "supervise") {
         return match args.next() {
             Some(arg) if arg == baton_worker::supervisor::STANDBY_ARG => {
-                baton_worker::supervisor::standby_main()
+                let work_dir = args.next().map(std::path::PathBuf::from);
+                baton_worker::supervisor::standby_main(work_dir.as_deref())
             }
             Some(dir) => baton_worker::supervisor::main(std::path::Path::new(&dir)),
             None => {

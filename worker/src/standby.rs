@@ -23,24 +23,67 @@ use crate::supervisor::STANDBY_ARG;
 
 /// A supervisor process waiting for its job.
 #[derive(Debug)]
-struct Standby {
+pub(crate) struct Standby {
     child: Child,
     /// Writing the job directory and a newline to it is the hand-over.
     stdin: ChildStdin,
+    /// Where it makes its job directory ahead (see `prepared.rs`), when told the work dir.
+    prepared: Option<PathBuf>,
+}
+
+impl Standby {
+    /// The job directory this standby makes ahead, once it is whole (until then, and for a
+    /// standby not told the work dir, `None`).
+    pub fn prepared(&self) -> Option<&Path> {
+        self.prepared.as_deref().filter(|dir| dir.is_dir())
+    }
+
+    /// Hands it the job whose files are in `dir` (its prepared directory renamed, or one the
+    /// worker made) and returns it, now that job's supervisor; its `stdin` is the pipe the
+    /// job's signals go to (see [`receive_job`]). `None` when it died: start one cold then.
+    pub async fn hand_over(self, dir: &Path) -> Option<Child> {
+        let Standby {
+            mut child,
+            mut stdin,
+            ..
+        } = self;
+        let mut line = dir.as_os_str().as_bytes().to_vec();
+        if line.contains(&b'\n') || !matches!(child.try_wait(), Ok(None)) {
+            tracing::warn!(
+                "the standby supervisor died or cannot take this directory; starting the job's supervisor cold"
+            );
+            return None;
+        }
+        line.push(b'\n');
+        match stdin.write_all(&line).await {
+            Ok(()) => {
+                child.stdin = Some(stdin);
+                Some(child)
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot hand the job to the standby supervisor; starting one cold");
+                None
+            }
+        }
+    }
 }
 
 /// The one standby of a launcher and its clones, when one is ready.
 #[derive(Debug, Clone)]
 pub(crate) struct StandbySlot {
     exe: PathBuf,
+    /// Told to each standby, which then makes its job directory ahead.
+    work_dir: Option<PathBuf>,
     ready: Arc<Mutex<Option<Standby>>>,
 }
 
 impl StandbySlot {
-    /// An empty slot for standbys started from `exe` (the `baton-worker` binary).
-    pub fn new(exe: PathBuf) -> Self {
+    /// An empty slot for standbys started from `exe` (the `baton-worker` binary); with
+    /// `work_dir`, each makes its job directory ahead.
+    pub fn new(exe: PathBuf, work_dir: Option<PathBuf>) -> Self {
         Self {
             exe,
+            work_dir,
             ready: Arc::new(Mutex::new(None)),
         }
     }
@@ -57,7 +100,7 @@ impl StandbySlot {
         if self.ready().is_some() {
             return;
         }
-        match spawn(&self.exe) {
+        match spawn(&self.exe, self.work_dir.as_deref()) {
             Ok(standby) => {
                 let mut ready = self.ready();
                 // Filled by another launch meanwhile: the new one is dropped, sees its
@@ -72,35 +115,9 @@ impl StandbySlot {
         }
     }
 
-    /// Hands the job whose files are in `dir` to the ready standby and returns it, now that
-    /// job's supervisor; its `stdin` is the pipe the job's signals go to (see
-    /// [`receive_job`]). `None` when no standby is ready or it died: start one cold then.
-    pub async fn hand_over(&self, dir: &Path) -> Option<Child> {
-        let Standby {
-            mut child,
-            mut stdin,
-        } = self.ready().take()?;
-        let mut line = dir.as_os_str().as_bytes().to_vec();
-        if line.contains(&b'\n') {
-            // Cannot be sent as one line; the standby stays for the next job.
-            *self.ready() = Some(Standby { child, stdin });
-            return None;
-        }
-        if !matches!(child.try_wait(), Ok(None)) {
-            tracing::warn!("the standby supervisor died; starting the job's supervisor cold");
-            return None;
-        }
-        line.push(b'\n');
-        match stdin.write_all(&line).await {
-            Ok(()) => {
-                child.stdin = Some(stdin);
-                Some(child)
-            }
-            Err(err) => {
-                tracing::warn!(%err, "cannot hand the job to the standby supervisor; starting one cold");
-                None
-            }
-        }
+    /// The ready standby, now out of the slot (the next refill starts another).
+    pub fn take(&self) -> Option<Standby> {
+        self.ready().take()
     }
 
     /// The pid of the standby ready for the next job, if one is.
@@ -112,6 +129,7 @@ impl StandbySlot {
     pub fn downgrade(&self) -> WeakStandbySlot {
         WeakStandbySlot {
             exe: self.exe.clone(),
+            work_dir: self.work_dir.clone(),
             ready: Arc::downgrade(&self.ready),
         }
     }
@@ -122,6 +140,7 @@ impl StandbySlot {
 #[derive(Debug)]
 pub(crate) struct WeakStandbySlot {
     exe: PathBuf,
+    work_dir: Option<PathBuf>,
     ready: Weak<Mutex<Option<Standby>>>,
 }
 
@@ -131,6 +150,7 @@ impl WeakStandbySlot {
         if let Some(ready) = self.ready.upgrade() {
             StandbySlot {
                 exe: self.exe.clone(),
+                work_dir: self.work_dir.clone(),
                 ready,
             }
             .refill();
@@ -138,12 +158,16 @@ impl WeakStandbySlot {
     }
 }
 
-/// Starts `exe supervise --standby`, told the worker's step cgroup base as a cold supervisor
-/// is; its standard output is the doorbell of the job it will get (see `supervisor.rs`).
-fn spawn(exe: &Path) -> std::io::Result<Standby> {
-    let mut child = tokio::process::Command::new(exe)
-        .arg("supervise")
-        .arg(STANDBY_ARG)
+/// Starts `exe supervise --standby [WORK_DIR]`, told the worker's step cgroup base as a cold
+/// supervisor is; its standard output is the doorbell of the job it will get (see
+/// `supervisor.rs`).
+fn spawn(exe: &Path, work_dir: Option<&Path>) -> std::io::Result<Standby> {
+    let mut command = tokio::process::Command::new(exe);
+    command.arg("supervise").arg(STANDBY_ARG);
+    if let Some(work_dir) = work_dir {
+        command.arg(work_dir);
+    }
+    let mut child = command
         .env(
             crate::cgroup::BASE_ENV,
             crate::cgroup::base_for_supervisor(),
@@ -158,7 +182,15 @@ fn spawn(exe: &Path) -> std::io::Result<Standby> {
             "the standby has no standard input pipe",
         ));
     };
-    Ok(Standby { child, stdin })
+    let prepared = match (work_dir, child.id()) {
+        (Some(work_dir), Some(pid)) => Some(crate::prepared::path(work_dir, pid)),
+        _ => None,
+    };
+    Ok(Standby {
+        child,
+        stdin,
+        prepared,
+    })
 }
 
 /// The standby's side: waits for its job directory on standard input, then gives itself the

@@ -56,7 +56,13 @@ impl SupervisedLauncher {
     /// supervise <job-dir>`. Called inside a tokio runtime, it starts the first standby at
     /// once; otherwise the first job starts cold and the standby after it.
     pub fn new(exe: PathBuf) -> Self {
-        let standby = StandbySlot::new(exe.clone());
+        Self::with_work_dir(exe, None)
+    }
+
+    /// [`SupervisedLauncher::new`] whose standbys make their job directory ahead under
+    /// `work_dir` (the worker's), so that taking a job creates no file (see `prepared.rs`).
+    pub fn with_work_dir(exe: PathBuf, work_dir: Option<PathBuf>) -> Self {
+        let standby = StandbySlot::new(exe.clone(), work_dir);
         if tokio::runtime::Handle::try_current().is_ok() {
             standby.refill();
         }
@@ -174,8 +180,8 @@ impl JobLauncher for SupervisedLauncher {
     }
 }
 
-/// Writes the job's files and starts its supervisor: hands it to the standby if one is ready,
-/// else starts one for it.
+/// Writes the job's files and starts its supervisor: hands it to the standby if one is ready
+/// (into the directory the standby made ahead, when it has), else starts one for it.
 async fn start(
     exe: &Path,
     standby: &StandbySlot,
@@ -183,22 +189,27 @@ async fn start(
     job: &JobSpec,
     ctx: &JobContext,
 ) -> std::io::Result<Child> {
+    tracing::trace!(target: "baton::hop", "supervised-start");
     if job_dir.dir.exists() && !job_dir.supervisor_alive() {
         // Left from an earlier offer of the same job that never started.
         std::fs::remove_dir_all(&job_dir.dir)?;
     }
-    std::fs::create_dir_all(&job_dir.dir)?;
-    std::fs::write(job_dir.file("job"), job.encode_to_vec())?;
-    // One value per line: worker name, coordinator, shell (its words joined by spaces).
-    let shell = ctx.shell.join(" ");
-    let context = format!("{}\n{}\n{shell}\n", ctx.worker_name, ctx.coordinator);
-    std::fs::write(job_dir.file("context"), context)?;
-    job_dir.attach(ctx.lease)?;
-    let log = std::fs::File::create(job_dir.file("supervisor.log"))?;
-    if let Some(child) = standby.hand_over(&job_dir.dir).await {
-        // It opens the log itself.
-        return Ok(child);
+    if let Some(ready) = standby.take() {
+        let taken = ready
+            .prepared()
+            .is_some_and(|prepared| take_prepared(prepared, job_dir, job, ctx).is_ok());
+        if !taken {
+            write_files(job_dir, job, ctx)?;
+        }
+        tracing::trace!(target: "baton::hop", "supervised-files");
+        if let Some(child) = ready.hand_over(&job_dir.dir).await {
+            tracing::trace!(target: "baton::hop", "supervised-handed");
+            return Ok(child);
+        }
+    } else {
+        write_files(job_dir, job, ctx)?;
     }
+    let log = std::fs::File::create(job_dir.file("supervisor.log"))?;
     tokio::process::Command::new(exe)
         .arg("supervise")
         .arg(&job_dir.dir)
@@ -211,6 +222,45 @@ async fn start(
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
+}
+
+/// The job's file contents: the `JobSpec`, and the context, one value a line: worker name,
+/// coordinator, shell (its words joined by spaces).
+fn job_files(job: &JobSpec, ctx: &JobContext) -> (Vec<u8>, String) {
+    let shell = ctx.shell.join(" ");
+    let context = format!("{}\n{}\n{shell}\n", ctx.worker_name, ctx.coordinator);
+    (job.encode_to_vec(), context)
+}
+
+/// Makes the job's directory and files (for a standby that made none ahead, or a supervisor
+/// started cold).
+fn write_files(job_dir: &JobDir, job: &JobSpec, ctx: &JobContext) -> std::io::Result<()> {
+    let (spec, context) = job_files(job, ctx);
+    std::fs::create_dir_all(&job_dir.dir)?;
+    std::fs::write(job_dir.file("job"), spec)?;
+    std::fs::write(job_dir.file("context"), context)?;
+    job_dir.attach(ctx.lease)?;
+    // The standby's log until its hand-over; the cold supervisor's is made by `start`.
+    std::fs::File::create(job_dir.file("supervisor.log")).map(drop)
+}
+
+/// Takes the job directory a standby made ahead (see `prepared.rs`): renames it to the job's,
+/// its `work/` to the job's own directory, and writes the job's files into the empty ones.
+fn take_prepared(
+    prepared: &Path,
+    job_dir: &JobDir,
+    job: &JobSpec,
+    ctx: &JobContext,
+) -> std::io::Result<()> {
+    std::fs::rename(prepared, &job_dir.dir)?;
+    let own = ctx.work_dir.join(crate::runner::dir_name(&job.job_id));
+    // If the job's own directory is there already (an earlier offer of it), it stays, and
+    // the spare goes with the job directory.
+    let _ = std::fs::rename(job_dir.file(crate::prepared::SPARE_WORK), own);
+    let (spec, context) = job_files(job, ctx);
+    std::fs::write(job_dir.file("job"), spec)?;
+    std::fs::write(job_dir.file("context"), context)?;
+    job_dir.attach_in_place(ctx.lease)
 }
 
 /// Reports the job's spool as it grows, until its end; passes `control` on to the supervisor.

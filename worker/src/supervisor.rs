@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::job_dir::{JobDir, process_alive};
+use crate::prepared::Prepared;
 use crate::runner::{JobContext, JobControl, JobEvent, run_job};
 use crate::spool::{SpoolWriter, Status, write_atomic};
 
@@ -44,25 +45,35 @@ pub const STANDBY_ARG: &str = "--standby";
 
 /// Runs the supervisor for the job in `dir` to the job's end. For `main.rs`.
 pub fn main(dir: &Path) -> ExitCode {
-    run(Some(dir))
+    run(Some(dir), None)
 }
 
-/// Runs a standby supervisor: gets ready to supervise a job, then reads the job's directory
-/// from standard input (one line) and runs that job as [`main`] would. Exits at once, with
-/// success and without touching any file, when standard input closes first (the worker that
-/// started it is gone or has no job for it). For `main.rs`.
-pub fn standby_main() -> ExitCode {
-    run(None)
+/// Runs a standby supervisor: gets ready to supervise a job (with `work_dir`, also makes the
+/// job's directory ahead: see `prepared.rs`), then reads the job's directory from standard
+/// input (one line) and runs that job as [`main`] would. Exits at once, with success and
+/// leaving no file behind, when standard input closes first (the worker that started it is
+/// gone or has no job for it). For `main.rs`.
+pub fn standby_main(work_dir: Option<&Path>) -> ExitCode {
+    run(None, work_dir)
 }
 
 /// The job in `dir`, or the one handed to this standby when `None`.
-fn run(dir: Option<&Path>) -> ExitCode {
+fn run(dir: Option<&Path>, work_dir: Option<&Path>) -> ExitCode {
     // A session of its own: nothing sent to the worker's group or terminal reaches the job.
     // (It fails only for a group leader, which a freshly spawned process is not.)
     if let Err(errno) = nix::unistd::setsid() {
         eprintln!("baton-worker supervise: setsid: {errno}");
     }
     bell::quiet();
+    // Its stderr is the job's `supervisor.log` (a standby's, from its hand-over on); the
+    // worker's RUST_LOG says what goes there (default: warnings), `baton::hop` included.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -81,17 +92,39 @@ fn run(dir: Option<&Path>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let (dir, signals) = match dir {
-            Some(dir) => (dir.to_path_buf(), None),
-            // Blocking is fine: nothing else runs on this runtime yet.
-            None => match crate::standby::receive_job() {
-                Some(handed) => handed,
-                None => return ExitCode::SUCCESS,
-            },
+        let (dir, signals, prepared) = match dir {
+            Some(dir) => (dir.to_path_buf(), None, None),
+            None => {
+                // Without it the job's files are made when the job comes, as before.
+                let prepared = work_dir.and_then(|w| {
+                    Prepared::make(w)
+                        .inspect_err(
+                            |err| tracing::warn!(%err, "cannot make the job directory ahead"),
+                        )
+                        .ok()
+                });
+                // Blocking is fine: nothing else runs on this runtime yet.
+                let Some((dir, signals)) = crate::standby::receive_job() else {
+                    if let Some(prepared) = prepared {
+                        prepared.discard();
+                    }
+                    return ExitCode::SUCCESS;
+                };
+                tracing::trace!(target: "baton::hop", "supervisor-handed");
+                let prepared = match prepared {
+                    Some(p) if p.is(&dir) => Some(p),
+                    Some(other) => {
+                        other.discard();
+                        None
+                    }
+                    None => None,
+                };
+                (dir, signals, prepared)
+            }
         };
         let signals =
             signals.and_then(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok());
-        match supervise(JobDir { dir: dir.clone() }, wake, signals).await {
+        match supervise(JobDir { dir: dir.clone() }, wake, signals, prepared).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("baton-worker supervise {}: {err}", dir.display());
@@ -104,23 +137,33 @@ fn run(dir: Option<&Path>) -> ExitCode {
 /// Runs the job in `job_dir` to its end. `wake` is SIGUSR1 (read the control file now),
 /// installed before the pid file tells the worker where to send it. `signals` is the pipe a
 /// standby was handed its job on: the worker that started it writes control lines there.
+/// `prepared`: the directory was made ahead, its lock is held, its pid written, its spool open.
 async fn supervise(
     job_dir: JobDir,
     mut wake: Signal,
     signals: Option<tokio::net::unix::pipe::Receiver>,
+    prepared: Option<Prepared>,
 ) -> Result<(), String> {
     let mut signals = signals.map(|pipe| BufReader::new(pipe).lines());
-    let _lock = job_dir.lock()?;
-    write_atomic(
-        &job_dir.file("pid"),
-        format!("{}\n", std::process::id()).as_bytes(),
-    )
-    .map_err(|e| format!("cannot write the pid file: {e}"))?;
+    let (_lock, spool) = match prepared {
+        Some(Prepared { lock, spool, .. }) => (lock, Some(spool)),
+        None => {
+            let lock = job_dir.lock()?;
+            write_atomic(
+                &job_dir.file("pid"),
+                format!("{}\n", std::process::id()).as_bytes(),
+            )
+            .map_err(|e| format!("cannot write the pid file: {e}"))?;
+            (lock, None)
+        }
+    };
+    tracing::trace!(target: "baton::hop", "supervisor-locked");
     let spec = std::fs::read(job_dir.file("job"))
         .map_err(|e| format!("cannot read the job: {e}"))
         .and_then(|b| JobSpec::decode(b.as_slice()).map_err(|e| format!("bad job file: {e}")))?;
     let context = std::fs::read_to_string(job_dir.file("context"))
         .map_err(|e| format!("cannot read the context: {e}"))?;
+    tracing::trace!(target: "baton::hop", "supervisor-read");
     let mut lines = context.lines();
     let ctx = JobContext {
         work_dir: job_dir
@@ -133,8 +176,12 @@ async fn supervise(
         // A context written before the setting existed has no third line: the default.
         shell: crate::config::shell_words(lines.next().unwrap_or_default()),
     };
-    let mut spool = SpoolWriter::open(&job_dir.file("spool"))
-        .map_err(|e| format!("cannot open the spool: {e}"))?;
+    let mut spool = match spool {
+        Some(spool) => spool,
+        None => SpoolWriter::open(&job_dir.file("spool"))
+            .map_err(|e| format!("cannot open the spool: {e}"))?,
+    };
+    tracing::trace!(target: "baton::hop", "supervisor-spool");
     let (events_tx, mut events) = mpsc::channel(256);
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let job = tokio::spawn(run_job(spec, ctx, events_tx, control_rx));

@@ -37,10 +37,18 @@ fn job(id: &str, steps: &[&str]) -> JobSpec {
 }
 
 impl Harness {
-    /// A launcher (with its standby started) and no job yet.
+    /// A launcher (with its standby started, making its job directory ahead in the work dir,
+    /// as `baton-worker` has) and no job yet.
     fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let launcher = SupervisedLauncher::new(PathBuf::from(env!("CARGO_BIN_EXE_baton-worker")));
+        Self::in_dir(tempfile::tempdir().expect("temp dir"), true)
+    }
+
+    /// [`Harness::new`] in `dir`; with `prepare` false the standbys are not told the work dir
+    /// and make no directory ahead.
+    fn in_dir(dir: tempfile::TempDir, prepare: bool) -> Self {
+        let exe = PathBuf::from(env!("CARGO_BIN_EXE_baton-worker"));
+        let work_dir = prepare.then(|| dir.path().to_path_buf());
+        let launcher = SupervisedLauncher::with_work_dir(exe, work_dir);
         let (_, events) = mpsc::channel(1);
         let (control, _) = mpsc::channel(1);
         Self {
@@ -150,6 +158,57 @@ impl Harness {
     fn spool_dir(&self, id: &str) -> PathBuf {
         self.dir.path().join(baton_worker::JOBS_DIR).join(id)
     }
+
+    /// The directory the ready standby makes ahead.
+    fn prepared_dir(&self) -> PathBuf {
+        let pid = self.launcher.standby_pid().expect("a standby is ready");
+        self.dir
+            .path()
+            .join(baton_worker::JOBS_DIR)
+            .join(format!(".standby-{pid}"))
+    }
+
+    /// Waits until the ready standby's directory is whole; returns it.
+    async fn prepared(&self) -> PathBuf {
+        let prepared = self.prepared_dir();
+        until(|| prepared.join("work").is_dir()).await;
+        prepared
+    }
+
+    /// The names in the jobs folder that start with `.standby-`.
+    fn standby_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.path().join(baton_worker::JOBS_DIR))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.starts_with(".standby-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Waits (checking every 5 ms) until `done` holds, failing after [`TEST_LIMIT`].
+async fn until(mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + TEST_LIMIT;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "never happened");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn inode(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).expect("metadata").ino()
+}
+
+/// A process id that is free now: that of a child already reaped.
+fn gone_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().expect("spawn");
+    let pid = child.id();
+    child.wait().expect("wait");
+    pid
 }
 
 fn alive(pid: i32) -> bool {
@@ -349,4 +408,81 @@ fn a_launcher_made_outside_a_runtime_starts_its_first_job_cold_and_a_standby_aft
         let supervisor = std::fs::read_to_string(h.spool_dir("j7").join("pid")).expect("pid");
         assert_ne!(supervisor.trim(), next.to_string());
     });
+}
+
+#[tokio::test]
+async fn a_job_takes_the_directory_its_standby_made_ahead_and_runs_in_its_spare() {
+    let mut h = Harness::new();
+    let standby = h.launcher.standby_pid().expect("a standby is ready");
+    let prepared = h.prepared().await;
+    let (dir_inode, spare_inode) = (inode(&prepared), inode(&prepared.join("work")));
+    h.launch(job("j10", &["pwd"]));
+    let end = h.end().await;
+    assert_eq!(end.outcome, JobOutcome::Succeeded, "{end:?}");
+    let own = h.dir.path().join("j10");
+    assert_eq!(h.output(LogStream::Stdout), format!("{}\n", own.display()));
+    // The same directories, renamed: nothing was made when the job came.
+    assert_eq!(inode(&h.spool_dir("j10")), dir_inode);
+    assert_eq!(inode(&own), spare_inode);
+    assert!(!prepared.exists());
+    let supervisor = std::fs::read_to_string(h.spool_dir("j10").join("pid")).expect("pid");
+    assert_eq!(supervisor.trim(), standby.to_string());
+    let attached = std::fs::read_to_string(h.spool_dir("j10").join("attached")).expect("attached");
+    assert!(
+        attached.starts_with(&format!("{} ", std::process::id())),
+        "{attached:?}"
+    );
+    let log = std::fs::read_to_string(h.spool_dir("j10").join("supervisor.log")).expect("log");
+    assert_eq!(log, "", "the supervisor had something to say");
+    // The next standby makes its own.
+    let next = h.prepared().await;
+    assert_ne!(next, prepared);
+}
+
+#[tokio::test]
+async fn a_standby_that_gets_no_job_leaves_no_directory_behind() {
+    let h = Harness::new();
+    let standby = h.launcher.standby_pid().expect("a standby is ready") as i32;
+    h.prepared().await;
+    let Harness { dir, launcher, .. } = h;
+    drop(launcher);
+    until(|| !alive(standby)).await;
+    let jobs = std::fs::read_dir(dir.path().join(baton_worker::JOBS_DIR)).expect("jobs folder");
+    assert_eq!(jobs.count(), 0, "the standby left its directory");
+}
+
+#[tokio::test]
+async fn directories_of_gone_standbys_are_swept_and_a_live_ones_is_no_job_left_behind() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let jobs = dir.path().join(baton_worker::JOBS_DIR);
+    let whole = jobs.join(format!(".standby-{}", gone_pid()));
+    let half = jobs.join(format!(".standby-{}.new", gone_pid()));
+    for stale in [&whole, &half] {
+        std::fs::create_dir_all(stale.join("work")).expect("mkdir");
+        std::fs::write(stale.join("job"), b"").expect("job file");
+    }
+    let h = Harness::in_dir(dir, true);
+    let prepared = h.prepared().await;
+    until(|| !whole.exists() && !half.exists()).await;
+    assert_eq!(
+        h.standby_dirs(),
+        [prepared.file_name().unwrap().to_string_lossy().into_owned()]
+    );
+    // A worker started again over this work dir finds no job, and leaves the standby's be.
+    let (reports, _) = mpsc::channel(8);
+    assert!(h.launcher.left_behind(h.dir.path(), reports).is_empty());
+    assert!(prepared.join("work").is_dir());
+}
+
+#[tokio::test]
+async fn a_standby_not_told_the_work_dir_gets_its_files_made_when_the_job_comes() {
+    let mut h = Harness::in_dir(tempfile::tempdir().expect("temp dir"), false);
+    let standby = h.launcher.standby_pid().expect("a standby is ready");
+    h.launch(job("j11", &["echo made"]));
+    let end = h.end().await;
+    assert_eq!(end.outcome, JobOutcome::Succeeded, "{end:?}");
+    assert_eq!(h.output(LogStream::Stdout), "made\n");
+    let supervisor = std::fs::read_to_string(h.spool_dir("j11").join("pid")).expect("pid");
+    assert_eq!(supervisor.trim(), standby.to_string());
+    assert!(h.standby_dirs().is_empty());
 }
