@@ -16,10 +16,14 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin};
 
 use crate::supervisor::STANDBY_ARG;
+
+/// Longest wait for a standby to finish making its job directory (it takes a few
+/// milliseconds after its start; the standby reads no job before it is done).
+pub const PREPARED_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A supervisor process waiting for its job.
 #[derive(Debug)]
@@ -32,10 +36,19 @@ pub(crate) struct Standby {
 }
 
 impl Standby {
-    /// The job directory this standby makes ahead, once it is whole (until then, and for a
-    /// standby not told the work dir, `None`).
-    pub fn prepared(&self) -> Option<&Path> {
-        self.prepared.as_deref().filter(|dir| dir.is_dir())
+    /// The job directory this standby makes ahead, once it is whole. A standby still making
+    /// it rings its doorbell when done (or when it gave up): this waits for that ring, at most
+    /// [`PREPARED_WAIT`], since the standby reads no job before it anyway. `None` for a
+    /// standby not told the work dir, one that could not make it, or one that died.
+    pub async fn prepared(&mut self) -> Option<&Path> {
+        let dir = self.prepared.as_deref()?;
+        if !dir.is_dir()
+            && let Some(bell) = self.child.stdout.as_mut()
+        {
+            let mut ring = [0u8; 1];
+            let _ = tokio::time::timeout(PREPARED_WAIT, bell.read(&mut ring)).await;
+        }
+        Some(dir).filter(|dir| dir.is_dir())
     }
 
     /// Hands it the job whose files are in `dir` (its prepared directory renamed, or one the

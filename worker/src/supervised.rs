@@ -194,9 +194,10 @@ async fn start(
         // Left from an earlier offer of the same job that never started.
         std::fs::remove_dir_all(&job_dir.dir)?;
     }
-    if let Some(ready) = standby.take() {
+    if let Some(mut ready) = standby.take() {
         let taken = ready
             .prepared()
+            .await
             .is_some_and(|prepared| take_prepared(prepared, job_dir, job, ctx).is_ok());
         if !taken {
             write_files(job_dir, job, ctx)?;

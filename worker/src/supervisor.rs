@@ -103,6 +103,11 @@ fn run(dir: Option<&Path>, work_dir: Option<&Path>) -> ExitCode {
                         )
                         .ok()
                 });
+                // Tells a worker waiting to take the directory that it is whole (or will not
+                // be): one ring before any job, which the worker reads as such.
+                if work_dir.is_some() {
+                    bell::ring();
+                }
                 // Blocking is fine: nothing else runs on this runtime yet.
                 let Some((dir, signals)) = crate::standby::receive_job() else {
                     if let Some(prepared) = prepared {
