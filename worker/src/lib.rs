@@ -16,6 +16,7 @@ pub mod proc_group;
 pub mod runner;
 pub mod seams;
 mod session;
+mod spare_dir;
 mod spool;
 mod standby;
 mod step;

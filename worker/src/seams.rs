@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::runner::{self, JobContext, JobControl, Report};
+use crate::spare_dir::SpareDir;
 
 /// Runs one job to its end: reports on `reports`, ending with exactly one `Finished` (or
 /// `Withdrawn`), and obeys `control`, as [`runner::run_job`] does.
@@ -53,9 +54,12 @@ pub struct LeftBehind {
     pub run: BoxFuture<'static, ()>,
 }
 
-/// The real launcher: every step as `sh -c` in its own process group.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ProcessLauncher;
+/// The real launcher: every step as `sh -c` in its own process group. A job's own directory
+/// is made ahead, when the job before it ends (see `spare_dir.rs`).
+#[derive(Debug, Default, Clone)]
+pub struct ProcessLauncher {
+    spare: SpareDir,
+}
 
 impl JobLauncher for ProcessLauncher {
     fn launch(
@@ -65,8 +69,15 @@ impl JobLauncher for ProcessLauncher {
         reports: mpsc::Sender<Report>,
         control: mpsc::Receiver<JobControl>,
     ) -> BoxFuture<'static, ()> {
+        let spare = self.spare.clone();
         Box::pin(async move {
+            let work_dir = ctx.work_dir.clone();
+            let own = work_dir.join(runner::dir_name(&job.job_id));
+            if !own.exists() {
+                spare.take_into(&own);
+            }
             runner::run_job(job, ctx, reports, control).await;
+            spare.refill(&work_dir);
         })
     }
 }
@@ -89,7 +100,7 @@ pub struct Seams {
 impl Default for Seams {
     fn default() -> Self {
         Self {
-            launcher: Arc::new(ProcessLauncher),
+            launcher: Arc::new(ProcessLauncher::default()),
             connector: None,
         }
     }

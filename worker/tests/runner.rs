@@ -416,3 +416,70 @@ async fn the_workers_shell_setting_runs_each_step() {
     );
     assert_eq!(h.output(LogStream::Stdout), "in bash\n");
 }
+
+/// Runs `spec` through `launcher` in `work_dir` to its end; returns what it printed.
+async fn launched_output(
+    launcher: &baton_worker::ProcessLauncher,
+    work_dir: &Path,
+    spec: JobSpec,
+) -> String {
+    use baton_worker::JobLauncher;
+    let (events_tx, mut events) = mpsc::channel(64);
+    let (_control, control_rx) = mpsc::channel(8);
+    let ctx = JobContext {
+        work_dir: work_dir.to_path_buf(),
+        worker_name: "test-worker".into(),
+        coordinator: "http://127.0.0.1:7411".into(),
+        lease: None,
+        shell: Vec::new(),
+    };
+    let run = tokio::spawn(launcher.launch(spec, ctx, events_tx, control_rx));
+    let mut out = String::new();
+    loop {
+        let report = tokio::time::timeout(TEST_LIMIT, events.recv())
+            .await
+            .expect("job made no progress")
+            .expect("events closed before the end");
+        match report.event {
+            JobEvent::Log {
+                stream: LogStream::Stdout,
+                data,
+                ..
+            } => out.push_str(&String::from_utf8_lossy(&data)),
+            JobEvent::Finished(end) => {
+                assert_eq!(end.outcome, JobOutcome::Succeeded, "{end:?}");
+                break;
+            }
+            _ => {}
+        }
+    }
+    run.await.expect("launch task");
+    out
+}
+
+#[tokio::test]
+async fn the_next_job_runs_in_the_directory_made_when_the_last_one_ended() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let launcher = baton_worker::ProcessLauncher::default();
+    let first = launched_output(&launcher, dir.path(), job("first", &["pwd"])).await;
+    assert_eq!(first, format!("{}\n", dir.path().join("first").display()));
+    // Made on the blocking pool once the first job ended.
+    let spare = dir
+        .path()
+        .join(format!(".baton-spare-{}", std::process::id()));
+    let deadline = tokio::time::Instant::now() + TEST_LIMIT;
+    while !spare.is_dir() {
+        assert!(tokio::time::Instant::now() < deadline, "no spare directory");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let made_ahead = std::fs::metadata(&spare).expect("spare").ino();
+    let second = launched_output(&launcher, dir.path(), job("second", &["pwd"])).await;
+    let own = dir.path().join("second");
+    assert_eq!(second, format!("{}\n", own.display()));
+    assert_eq!(
+        std::fs::metadata(&own).expect("own dir").ino(),
+        made_ahead,
+        "the second job's directory is the one made ahead"
+    );
+}

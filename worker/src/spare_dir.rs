@@ -1,0 +1,78 @@
+//! The next in-process job's own directory, made ahead: when a job ends, the launcher makes an
+//! empty `<work_dir>/.baton-spare-<pid>` (off the runtime's threads), and the next job renames
+//! it to `<work_dir>/<job>` instead of making its directory on the way to its first step.
+//! Creating a directory costs 0.16-0.9 ms on the 2-core VM depending on the hour, a rename
+//! 0.05 ms (see `prepared.rs` for the supervised jobs' equivalent).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Once};
+
+/// What a spare directory's name starts with.
+const PREFIX: &str = ".baton-spare-";
+
+/// At most one spare directory, shared by a launcher's clones.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SpareDir {
+    ready: Arc<Mutex<Option<PathBuf>>>,
+}
+
+impl SpareDir {
+    /// Renames the spare directory, if one is ready, to `own` (which must not exist yet);
+    /// true when it did. Otherwise the runner makes `own` as before.
+    pub fn take_into(&self, own: &Path) -> bool {
+        let spare = self
+            .ready
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        spare.is_some_and(|spare| {
+            let renamed = std::fs::rename(&spare, own).is_ok();
+            if !renamed {
+                let _ = std::fs::remove_dir(&spare);
+            }
+            renamed
+        })
+    }
+
+    /// Makes the next spare under `work_dir` on tokio's blocking pool, unless one is ready.
+    /// Needs a tokio runtime.
+    pub fn refill(&self, work_dir: &Path) {
+        let ready = self.ready.clone();
+        let work_dir = work_dir.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            static SWEPT: Once = Once::new();
+            SWEPT.call_once(|| sweep(&work_dir));
+            let mut ready = ready
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if ready.is_some() {
+                return;
+            }
+            let spare = work_dir.join(format!("{PREFIX}{}", std::process::id()));
+            match std::fs::create_dir(&spare) {
+                Ok(()) => *ready = Some(spare),
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    *ready = Some(spare);
+                }
+                Err(err) => tracing::debug!(%err, "cannot make the next job's directory ahead"),
+            }
+        });
+    }
+}
+
+/// Removes the spare directories of worker processes that are gone (empty, so `rmdir`).
+fn sweep(work_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(work_dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_prefix(PREFIX));
+        if pid
+            .and_then(|p| p.parse::<i32>().ok())
+            .is_some_and(|pid| !crate::job_dir::process_alive(pid))
+        {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+}
