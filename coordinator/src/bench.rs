@@ -1,6 +1,6 @@
 //! `baton-coordinator bench`: the store's figures, printed (a benchmark, not a test).
 //!
-//! 1. Durable state transitions per second with group commit and with one flush per write,
+//! 1. Durable state transitions per second with group commit and with one commit per write,
 //!    side by side on the same machine in one run, and their ratio.
 //! 2. The latency a client sees for StartPipelineExecution (median and 99th percentile), one
 //!    client and many at once, against a coordinator on loopback.
@@ -313,7 +313,7 @@ async fn measure(scratch: &Path, cfg: &BenchConfig) -> BenchResult<()> {
         writes as f64 / group
     );
     println!(
-        "   one flush per write:  {single:>9.0} transitions/s ({writes} in {:.2} s)",
+        "   one commit per write: {single:>9.0} transitions/s ({writes} in {:.2} s)",
         writes as f64 / single
     );
     println!("   ratio:                {:>9.1}x", group / single);
