@@ -210,6 +210,12 @@ async fn start(
     } else {
         write_files(job_dir, job, ctx)?;
     }
+    // A pid file left by a standby that died after its directory was taken must not name
+    // that (possibly reused) pid until the cold supervisor writes its own.
+    match std::fs::remove_file(job_dir.file("pid")) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+        _ => {}
+    }
     let log = std::fs::File::create(job_dir.file("supervisor.log"))?;
     tokio::process::Command::new(exe)
         .arg("supervise")
