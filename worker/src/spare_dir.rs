@@ -5,7 +5,7 @@
 //! 0.05 ms (see `prepared.rs` for the supervised jobs' equivalent).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 
 /// What a spare directory's name starts with.
 const PREFIX: &str = ".baton-spare-";
@@ -40,8 +40,16 @@ impl SpareDir {
         let ready = self.ready.clone();
         let work_dir = work_dir.to_path_buf();
         tokio::task::spawn_blocking(move || {
-            static SWEPT: Once = Once::new();
-            SWEPT.call_once(|| sweep(&work_dir));
+            // Once per work dir and process (`baton up` runs several workers in one).
+            static SWEPT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+            let mut swept = SWEPT
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if !swept.contains(&work_dir) {
+                sweep(&work_dir);
+                swept.push(work_dir.clone());
+            }
+            drop(swept);
             let mut ready = ready
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());

@@ -483,3 +483,28 @@ async fn the_next_job_runs_in_the_directory_made_when_the_last_one_ended() {
         "the second job's directory is the one made ahead"
     );
 }
+
+#[tokio::test]
+async fn a_spare_directory_left_by_a_gone_worker_process_is_removed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gone = {
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let pid = child.id();
+        child.wait().expect("wait");
+        pid
+    };
+    let stale = dir.path().join(format!(".baton-spare-{gone}"));
+    std::fs::create_dir(&stale).expect("stale spare");
+    let launcher = baton_worker::ProcessLauncher::default();
+    launched_output(&launcher, dir.path(), job("one", &["true"])).await;
+    // Swept on the blocking pool before this process's own spare is made.
+    let own = dir
+        .path()
+        .join(format!(".baton-spare-{}", std::process::id()));
+    let deadline = tokio::time::Instant::now() + TEST_LIMIT;
+    while !own.is_dir() {
+        assert!(tokio::time::Instant::now() < deadline, "no spare directory");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!stale.exists(), "the gone process's spare is still there");
+}
