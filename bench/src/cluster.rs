@@ -68,6 +68,22 @@ fn log_filter() -> String {
     std::env::var("BATON_BENCH_LOG").unwrap_or_else(|_| "warn".to_string())
 }
 
+/// True when the worker whose work dir is `dir` has the next job's directory made.
+fn at_rest(dir: &std::path::Path) -> bool {
+    let named = |dir: &std::path::Path, prefix: &str| {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.filter_map(Result::ok).any(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.strip_prefix(prefix)
+                    .is_some_and(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+                    && (prefix != ".standby-" || e.path().join("work").is_dir())
+            })
+        })
+    };
+    named(&dir.join(".baton-jobs"), ".standby-") || named(dir, ".baton-spare-")
+}
+
 impl Cluster {
     /// Starts a coordinator (durable sled store in a temp dir) and waits until it answers.
     pub async fn start() -> anyhow::Result<Cluster> {
@@ -184,6 +200,29 @@ impl Cluster {
         let child = cmd.spawn().context("cannot start baton-worker")?;
         self.workers.push(child);
         self.wait_worker(name).await
+    }
+
+    /// Waits, at most `limit`, until every worker started here is at rest between jobs: its
+    /// standby supervisor has made the next job's directory (`.baton-jobs/.standby-<pid>/work`),
+    /// or, with jobs in the worker, the next job's own directory is made
+    /// (`.baton-spare-<pid>`). A worker that just ended a job is still starting those. True
+    /// when they all are; false at the limit (the first job of a worker in the worker finds
+    /// no spare yet).
+    pub async fn workers_at_rest(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let work = self.dir.path().join("work");
+            let all = std::fs::read_dir(&work)
+                .map(|dirs| dirs.filter_map(Result::ok).all(|d| at_rest(&d.path())))
+                .unwrap_or(true);
+            if all {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// Waits until the coordinator lists worker `name` as connected.

@@ -60,6 +60,10 @@ enum Scenario {
         /// Measurements.
         #[arg(long, default_value_t = 100)]
         runs: usize,
+        /// Start each run as soon as the previous job's end is reported, instead of once the
+        /// worker is at rest (its next job's directory made ahead).
+        #[arg(long)]
+        back_to_back: bool,
     },
     /// Executions and job state changes per second through a 3-stage PARALLEL pipeline.
     Throughput {
@@ -118,7 +122,14 @@ async fn run(scenario: Scenario) -> anyhow::Result<Vec<serde_json::Value>> {
             .await?,
         ],
         Scenario::CancelLatency { runs } => vec![scenarios::latency::cancel(runs).await?],
-        Scenario::DispatchLatency { runs } => vec![scenarios::latency::dispatch(runs).await?],
+        Scenario::DispatchLatency { runs, back_to_back } => {
+            let pace = if back_to_back {
+                scenarios::latency::Pace::BackToBack
+            } else {
+                scenarios::latency::Pace::AtRest
+            };
+            vec![scenarios::latency::dispatch(runs, pace).await?]
+        }
         Scenario::Throughput {
             executions,
             workers,
@@ -168,7 +179,7 @@ async fn run(scenario: Scenario) -> anyhow::Result<Vec<serde_json::Value>> {
                 })
                 .await?,
                 scenarios::latency::cancel(50).await?,
-                scenarios::latency::dispatch(100).await?,
+                scenarios::latency::dispatch(100, scenarios::latency::Pace::AtRest).await?,
                 scenarios::throughput::run(scenarios::throughput::Runners::Real, 300, 2, 16, 16)
                     .await?,
                 scenarios::throughput::run(

@@ -129,20 +129,8 @@ impl JobDir {
     /// wait for a new one once that process is gone (`lease`; the old value is kept when
     /// `None`).
     pub fn attach(&self, lease: Option<Duration>) -> std::io::Result<()> {
-        let lease = lease
-            .or_else(|| self.attached().map(|(_, lease)| lease))
-            .unwrap_or(DEFAULT_LEASE);
-        let text = format!("{} {}\n", std::process::id(), lease.as_millis());
-        crate::spool::write_atomic(&self.file("attached"), text.as_bytes())
-    }
-
-    /// [`JobDir::attach`] for an `attached` that exists and is empty, in a directory made
-    /// ahead whose job is not handed over yet (nobody reads it before): one write instead of
-    /// a new file and a rename.
-    pub fn attach_in_place(&self, lease: Option<Duration>) -> std::io::Result<()> {
-        let lease = lease.unwrap_or(DEFAULT_LEASE);
-        let text = format!("{} {}\n", std::process::id(), lease.as_millis());
-        std::fs::write(self.file("attached"), text)
+        let lease = lease.or_else(|| self.attached().map(|(_, lease)| lease));
+        crate::spool::write_atomic(&self.file("attached"), attached_line(lease).as_bytes())
     }
 
     /// The worker pid and lease from `attached`.
@@ -153,6 +141,12 @@ impl JobDir {
         let lease = words.next()?.parse().ok()?;
         Some((pid, Duration::from_millis(lease)))
     }
+}
+
+/// `attached`'s content for this worker process and `lease` (default [`DEFAULT_LEASE`]).
+pub fn attached_line(lease: Option<Duration>) -> String {
+    let lease = lease.unwrap_or(DEFAULT_LEASE);
+    format!("{} {}\n", std::process::id(), lease.as_millis())
 }
 
 /// How long a supervisor waits for a worker that named no lease (the coordinator's default).

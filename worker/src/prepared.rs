@@ -1,18 +1,20 @@
 //! A job directory made ahead: a standby supervisor that knows the work dir builds
-//! `<work_dir>/.baton-jobs/.standby-<pid>/` while it waits, with every file a job directory
-//! holds (`lock` held, `pid` written, `spool` open, `supervisor.log` as its standard error,
-//! `job`, `context` and `attached` empty) and `work/`, the job's own directory to be. Taking a
-//! job is then two renames and three writes into files that exist, where making them cost
-//! 1.5 ms in the worker and 1.0 ms in the supervisor on the 2-core VM (creating a file there
-//! takes 0.39 ms, `mkdir` 0.16 ms, a rename 0.05 ms, writing into an existing file 0.04 ms;
-//! `baton::hop` events `supervised-start` -> `runner-step`, `baton-bench dispatch-latency`).
+//! `<work_dir>/.baton-jobs/.standby-<pid>/` while it waits, with the files a supervisor makes
+//! for its job (`lock` held, `pid` written, `spool` open, `supervisor.log` as its standard
+//! error) and `work/`, the job's own directory to be. Taking a job is then two renames and the
+//! hand-over on the pipe, which carries the job's `job`, `context` and `attached` too: the
+//! supervisor writes those once the job's first step has started. Making them all when the job
+//! came cost 1.5 ms in the worker and 1.0 ms in the supervisor on the 2-core VM in a fast hour
+//! (creating a file there takes 0.39 ms, `mkdir` 0.16 ms, a rename 0.05 ms, writing into an
+//! existing file 0.04 ms; `baton::hop` events `supervised-start` -> `runner-step`,
+//! `baton-bench dispatch-latency`), several times that in a slow one.
 //!
-//! The worker renames the directory to the job's and `work/` to `<work_dir>/<job>/`, fills in
-//! the three files, and hands the job's directory to the standby as usual; the standby knows
-//! its directory by device and inode and keeps its lock, spool and log. A standby handed
-//! another directory (the worker could not rename, or started the job the old way) removes
-//! its own. A directory is built under `.standby-<pid>.new` and renamed when whole, so the
-//! worker never takes half of one; one whose standby is gone is removed by the next standby.
+//! The worker renames the directory to the job's and `work/` to `<work_dir>/<job>/` and hands
+//! the job's directory to the standby; the standby knows its directory by device and inode and
+//! keeps its lock, spool and log. A standby handed another directory (the worker could not
+//! rename, or started the job the old way) removes its own. A directory is built under
+//! `.standby-<pid>.new` and renamed when whole, so the worker never takes half of one; one
+//! whose standby is gone is removed by the next standby.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
@@ -28,8 +30,6 @@ use crate::spool::SpoolWriter;
 pub const PREFIX: &str = ".standby-";
 /// The job's own directory to be, inside a prepared directory.
 pub const SPARE_WORK: &str = "work";
-/// The files the worker fills in when it takes a prepared directory.
-pub const WORKER_FILES: [&str; 3] = ["job", "context", "attached"];
 
 /// The prepared directory of the standby with process id `pid` under `work_dir`.
 pub fn path(work_dir: &Path, pid: u32) -> PathBuf {
@@ -71,9 +71,6 @@ impl Prepared {
         };
         let lock = files.lock().map_err(std::io::Error::other)?;
         std::fs::write(files.file("pid"), format!("{}\n", std::process::id()))?;
-        for name in WORKER_FILES {
-            File::create(files.file(name))?;
-        }
         let log = OpenOptions::new()
             .create(true)
             .append(true)

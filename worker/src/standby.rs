@@ -51,24 +51,35 @@ impl Standby {
         Some(dir).filter(|dir| dir.is_dir())
     }
 
-    /// Hands it the job whose files are in `dir` (its prepared directory renamed, or one the
-    /// worker made) and returns it, now that job's supervisor; its `stdin` is the pipe the
-    /// job's signals go to (see [`receive_job`]). `None` when it died: start one cold then.
-    pub async fn hand_over(self, dir: &Path) -> Option<Child> {
+    /// Hands it the job in `dir` (its prepared directory renamed, or one the worker made) and
+    /// returns it, now that job's supervisor; its `stdin` is the pipe the job's signals go to
+    /// (see [`receive_job`]). With `inline` (see [`JobFiles`]) the job's files come on the
+    /// pipe too and the supervisor writes them once the job's first step has started; without,
+    /// they are in `dir` already. `None` when it died: start one cold then.
+    pub async fn hand_over(self, dir: &Path, inline: Option<&JobFiles>) -> Option<Child> {
         let Standby {
             mut child,
             mut stdin,
             ..
         } = self;
-        let mut line = dir.as_os_str().as_bytes().to_vec();
-        if line.contains(&b'\n') || !matches!(child.try_wait(), Ok(None)) {
+        let path = dir.as_os_str().as_bytes();
+        if path.contains(&b'\n') || !matches!(child.try_wait(), Ok(None)) {
             tracing::warn!(
                 "the standby supervisor died or cannot take this directory; starting the job's supervisor cold"
             );
             return None;
         }
-        line.push(b'\n');
-        match stdin.write_all(&line).await {
+        let mut message = Vec::with_capacity(path.len() + 2);
+        if inline.is_some() {
+            // A path holds no NUL: this one says the job's files follow the line.
+            message.push(0);
+        }
+        message.extend_from_slice(path);
+        message.push(b'\n');
+        if let Some(files) = inline {
+            files.encode_into(&mut message);
+        }
+        match stdin.write_all(&message).await {
             Ok(()) => {
                 child.stdin = Some(stdin);
                 Some(child)
@@ -206,13 +217,80 @@ fn spawn(exe: &Path, work_dir: Option<&Path>) -> std::io::Result<Standby> {
     })
 }
 
-/// The standby's side: waits for its job directory on standard input, then gives itself the
-/// standard input and error a supervisor started cold for that directory has (`/dev/null`
-/// and the job's `supervisor.log`). Returns the directory and the pipe it came on, from which
-/// the worker's signals for the job follow as control lines (`abandon`, `drain`, ...), read at
-/// once instead of on SIGUSR1 from the control file. `None` when standard input closes before
-/// a whole line came: nothing was handed over, so nothing is to be done.
-pub(crate) fn receive_job() -> Option<(PathBuf, Option<OwnedFd>)> {
+/// The contents of a job's `job`, `context` and `attached` files, as a standby can be handed
+/// them on its pipe (each a `u32` little-endian length and the bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JobFiles {
+    /// The `JobSpec`, encoded.
+    pub job: Vec<u8>,
+    /// Worker name, coordinator, shell, one a line.
+    pub context: Vec<u8>,
+    /// `PID LEASE_MS` of the worker process.
+    pub attached: Vec<u8>,
+}
+
+impl JobFiles {
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        for part in [&self.job, &self.context, &self.attached] {
+            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            out.extend_from_slice(part);
+        }
+    }
+
+    /// Reads the three parts from `fd`; `None` if it ends first.
+    fn read_from(fd: &impl AsFd) -> Option<JobFiles> {
+        let part = || {
+            let mut len = [0u8; 4];
+            read_exact(fd, &mut len)?;
+            let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
+            read_exact(fd, &mut bytes)?;
+            Some(bytes)
+        };
+        Some(JobFiles {
+            job: part()?,
+            context: part()?,
+            attached: part()?,
+        })
+    }
+
+    /// Writes the three files into `dir`.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::write(dir.join("job"), &self.job)?;
+        std::fs::write(dir.join("context"), &self.context)?;
+        std::fs::write(dir.join("attached"), &self.attached)
+    }
+}
+
+/// Fills `buf` from `fd` (blocking); `None` if it ends first.
+fn read_exact(fd: &impl AsFd, buf: &mut [u8]) -> Option<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match nix::unistd::read(fd, &mut buf[done..]) {
+            Ok(0) => return None,
+            Ok(n) => done += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return None,
+        }
+    }
+    Some(())
+}
+
+/// What a standby is handed: the job's directory, the pipe it came on, and the job's files
+/// when they came on the pipe too (see [`Standby::hand_over`]).
+pub(crate) struct Handed {
+    pub dir: PathBuf,
+    pub control: Option<OwnedFd>,
+    pub inline: Option<JobFiles>,
+}
+
+/// The standby's side: waits for its job directory on standard input (and the job's files,
+/// when they come inline), then gives itself the standard input and error a supervisor
+/// started cold for that directory has (`/dev/null` and the job's `supervisor.log`). The
+/// pipe it came on stays as `control`, from which the worker's signals for the job follow as
+/// control lines (`abandon`, `drain`, ...), read at once instead of on SIGUSR1 from the control
+/// file. `None` when standard input closes before a whole hand-over came: nothing was handed
+/// over, so nothing is to be done.
+pub(crate) fn receive_job() -> Option<Handed> {
     let stdin = std::io::stdin();
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
@@ -226,6 +304,13 @@ pub(crate) fn receive_job() -> Option<(PathBuf, Option<OwnedFd>)> {
             Ok(_) | Err(_) => return None,
         }
     }
+    let inline = match line.first() {
+        Some(0) => {
+            line.remove(0);
+            Some(JobFiles::read_from(&stdin)?)
+        }
+        _ => None,
+    };
     if line.is_empty() {
         return None;
     }
@@ -242,5 +327,9 @@ pub(crate) fn receive_job() -> Option<(PathBuf, Option<OwnedFd>)> {
     if let Ok(log) = log {
         let _ = nix::unistd::dup2_stderr(&log);
     }
-    Some((dir, control))
+    Some(Handed {
+        dir,
+        control,
+        inline,
+    })
 }

@@ -30,7 +30,7 @@ use crate::proc_group;
 use crate::runner::{JobContext, JobControl, JobEnd, JobEvent, Report};
 use crate::seams::{JobLauncher, LeftBehind};
 use crate::spool::SpoolReader;
-use crate::standby::{StandbySlot, WeakStandbySlot};
+use crate::standby::{JobFiles, StandbySlot, WeakStandbySlot};
 
 /// Shortest pause between two reads of a spool (right after new output).
 const POLL_MIN: Duration = Duration::from_millis(5);
@@ -199,13 +199,20 @@ async fn start(
             .prepared()
             .await
             .is_some_and(|prepared| take_prepared(prepared, job_dir, job, ctx).is_ok());
+        // A directory made ahead gets the job's files from the supervisor, once the job's
+        // first step has started (they come on the pipe); any other is filled here.
+        let inline = taken.then(|| job_files(job, ctx));
         if !taken {
             write_files(job_dir, job, ctx)?;
         }
         tracing::trace!(target: "baton::hop", "supervised-files");
-        if let Some(child) = ready.hand_over(&job_dir.dir).await {
+        if let Some(child) = ready.hand_over(&job_dir.dir, inline.as_ref()).await {
             tracing::trace!(target: "baton::hop", "supervised-handed");
             return Ok(child);
+        }
+        if taken {
+            // The standby died: the cold supervisor reads the files.
+            write_files(job_dir, job, ctx)?;
         }
     } else {
         write_files(job_dir, job, ctx)?;
@@ -231,28 +238,33 @@ async fn start(
         .spawn()
 }
 
-/// The job's file contents: the `JobSpec`, and the context, one value a line: worker name,
-/// coordinator, shell (its words joined by spaces).
-fn job_files(job: &JobSpec, ctx: &JobContext) -> (Vec<u8>, String) {
+/// The job's file contents: the `JobSpec`; the context, one value a line: worker name,
+/// coordinator, shell (its words joined by spaces); and `attached`, this worker process.
+fn job_files(job: &JobSpec, ctx: &JobContext) -> JobFiles {
     let shell = ctx.shell.join(" ");
     let context = format!("{}\n{}\n{shell}\n", ctx.worker_name, ctx.coordinator);
-    (job.encode_to_vec(), context)
+    JobFiles {
+        job: job.encode_to_vec(),
+        context: context.into_bytes(),
+        attached: job_dir::attached_line(ctx.lease).into_bytes(),
+    }
 }
 
 /// Makes the job's directory and files (for a standby that made none ahead, or a supervisor
 /// started cold).
 fn write_files(job_dir: &JobDir, job: &JobSpec, ctx: &JobContext) -> std::io::Result<()> {
-    let (spec, context) = job_files(job, ctx);
+    let files = job_files(job, ctx);
     std::fs::create_dir_all(&job_dir.dir)?;
-    std::fs::write(job_dir.file("job"), spec)?;
-    std::fs::write(job_dir.file("context"), context)?;
+    std::fs::write(job_dir.file("job"), &files.job)?;
+    std::fs::write(job_dir.file("context"), &files.context)?;
     job_dir.attach(ctx.lease)?;
     // The standby's log until its hand-over; the cold supervisor's is made by `start`.
     std::fs::File::create(job_dir.file("supervisor.log")).map(drop)
 }
 
-/// Takes the job directory a standby made ahead (see `prepared.rs`): renames it to the job's,
-/// its `work/` to the job's own directory, and writes the job's files into the empty ones.
+/// Takes the job directory a standby made ahead (see `prepared.rs`): renames it to the job's
+/// and its `work/` to the job's own directory. Its `job`, `context` and `attached` stay empty
+/// until the supervisor writes them (see `supervisor.rs`).
 fn take_prepared(
     prepared: &Path,
     job_dir: &JobDir,
@@ -264,10 +276,7 @@ fn take_prepared(
     // If the job's own directory is there already (an earlier offer of it), it stays, and
     // the spare goes with the job directory.
     let _ = std::fs::rename(job_dir.file(crate::prepared::SPARE_WORK), own);
-    let (spec, context) = job_files(job, ctx);
-    std::fs::write(job_dir.file("job"), spec)?;
-    std::fs::write(job_dir.file("context"), context)?;
-    job_dir.attach_in_place(ctx.lease)
+    Ok(())
 }
 
 /// Reports the job's spool as it grows, until its end; passes `control` on to the supervisor.

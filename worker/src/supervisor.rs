@@ -32,6 +32,7 @@ use crate::job_dir::{JobDir, process_alive};
 use crate::prepared::Prepared;
 use crate::runner::{JobContext, JobControl, JobEvent, run_job};
 use crate::spool::{SpoolWriter, Status, write_atomic};
+use crate::standby::JobFiles;
 
 /// How often the control file and the worker's liveness are read without a signal.
 pub const CONTROL_POLL: Duration = Duration::from_millis(200);
@@ -109,7 +110,7 @@ fn run(dir: Option<&Path>, work_dir: Option<&Path>) -> ExitCode {
                     bell::ring();
                 }
                 // Blocking is fine: nothing else runs on this runtime yet.
-                let Some((dir, signals)) = crate::standby::receive_job() else {
+                let Some(handed) = crate::standby::receive_job() else {
                     if let Some(prepared) = prepared {
                         prepared.discard();
                     }
@@ -117,14 +118,14 @@ fn run(dir: Option<&Path>, work_dir: Option<&Path>) -> ExitCode {
                 };
                 tracing::trace!(target: "baton::hop", "supervisor-handed");
                 let prepared = match prepared {
-                    Some(p) if p.is(&dir) => Some(p),
+                    Some(p) if p.is(&handed.dir) => Some((p, handed.inline)),
                     Some(other) => {
                         other.discard();
                         None
                     }
                     None => None,
                 };
-                (dir, signals, prepared)
+                (handed.dir, handed.control, prepared)
             }
         };
         let signals =
@@ -143,15 +144,18 @@ fn run(dir: Option<&Path>, work_dir: Option<&Path>) -> ExitCode {
 /// installed before the pid file tells the worker where to send it. `signals` is the pipe a
 /// standby was handed its job on: the worker that started it writes control lines there.
 /// `prepared`: the directory was made ahead, its lock is held, its pid written, its spool open.
+/// `prepared`: the directory was made ahead, its lock is held, its pid written, its spool
+/// open; with the job's files handed on the pipe (`JobFiles`), this writes them once the job's
+/// first step has started.
 async fn supervise(
     job_dir: JobDir,
     mut wake: Signal,
     signals: Option<tokio::net::unix::pipe::Receiver>,
-    prepared: Option<Prepared>,
+    prepared: Option<(Prepared, Option<JobFiles>)>,
 ) -> Result<(), String> {
     let mut signals = signals.map(|pipe| BufReader::new(pipe).lines());
-    let (_lock, spool) = match prepared {
-        Some(Prepared { lock, spool, .. }) => (lock, Some(spool)),
+    let (_lock, spool, inline) = match prepared {
+        Some((Prepared { lock, spool, .. }, inline)) => (lock, Some(spool), inline),
         None => {
             let lock = job_dir.lock()?;
             write_atomic(
@@ -159,15 +163,22 @@ async fn supervise(
                 format!("{}\n", std::process::id()).as_bytes(),
             )
             .map_err(|e| format!("cannot write the pid file: {e}"))?;
-            (lock, None)
+            (lock, None, None)
         }
     };
     tracing::trace!(target: "baton::hop", "supervisor-locked");
-    let spec = std::fs::read(job_dir.file("job"))
-        .map_err(|e| format!("cannot read the job: {e}"))
-        .and_then(|b| JobSpec::decode(b.as_slice()).map_err(|e| format!("bad job file: {e}")))?;
-    let context = std::fs::read_to_string(job_dir.file("context"))
-        .map_err(|e| format!("cannot read the context: {e}"))?;
+    let (spec, context) = match &inline {
+        Some(files) => (
+            files.job.clone(),
+            String::from_utf8_lossy(&files.context).into_owned(),
+        ),
+        None => (
+            std::fs::read(job_dir.file("job")).map_err(|e| format!("cannot read the job: {e}"))?,
+            std::fs::read_to_string(job_dir.file("context"))
+                .map_err(|e| format!("cannot read the context: {e}"))?,
+        ),
+    };
+    let spec = JobSpec::decode(spec.as_slice()).map_err(|e| format!("bad job file: {e}"))?;
     tracing::trace!(target: "baton::hop", "supervisor-read");
     let mut lines = context.lines();
     let ctx = JobContext {
@@ -190,6 +201,15 @@ async fn supervise(
     let (events_tx, mut events) = mpsc::channel(256);
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let job = tokio::spawn(run_job(spec, ctx, events_tx, control_rx));
+    if let Some(files) = inline {
+        // The job runs up to its first step's start first (this runtime has one thread).
+        tokio::task::yield_now().await;
+        // Until now only this process knew the job: a worker started again meanwhile would
+        // not have found it (as if it had died just before the hand-over).
+        if let Err(err) = files.write(&job_dir.dir) {
+            eprintln!("cannot write the job's files: {err}");
+        }
+    }
     let mut state = State {
         job_dir,
         control: control_tx,

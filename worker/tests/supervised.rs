@@ -427,6 +427,13 @@ async fn a_job_takes_the_directory_its_standby_made_ahead_and_runs_in_its_spare(
     assert!(!prepared.exists());
     let supervisor = std::fs::read_to_string(h.spool_dir("j10").join("pid")).expect("pid");
     assert_eq!(supervisor.trim(), standby.to_string());
+    // The job's files came on the pipe and the supervisor wrote them: a worker started again
+    // finds the job by them.
+    let spec = std::fs::read(h.spool_dir("j10").join("job")).expect("job file");
+    let spec = <JobSpec as prost::Message>::decode(spec.as_slice()).expect("a JobSpec");
+    assert_eq!(spec.job_id, "j10");
+    let context = std::fs::read_to_string(h.spool_dir("j10").join("context")).expect("context");
+    assert!(context.starts_with("test-worker\n"), "{context:?}");
     let attached = std::fs::read_to_string(h.spool_dir("j10").join("attached")).expect("attached");
     assert!(
         attached.starts_with(&format!("{} ", std::process::id())),

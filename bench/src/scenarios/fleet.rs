@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 
-use super::latency::{dispatch_runs, print_dispatch};
+use super::latency::{Pace, dispatch_runs, print_dispatch};
 use crate::cluster::{Cluster, proc_stats};
 use crate::marks::{JobShell, Marks};
 use crate::sim_worker::{SimJobs, SimWorker};
@@ -61,7 +61,14 @@ pub async fn run(opts: Fleet) -> anyhow::Result<serde_json::Value> {
         &marks.quick_step(JobShell::ShThenBashScript),
     );
     cluster.put_pipeline(&yaml).await?;
-    let figures = dispatch_runs(&cluster, &marks, "bench-fleet-dispatch", opts.runs).await?;
+    let figures = dispatch_runs(
+        &cluster,
+        &marks,
+        "bench-fleet-dispatch",
+        opts.runs,
+        Pace::AtRest,
+    )
+    .await?;
     let startup = marks
         .local_startup_ms(opts.runs.min(50), JobShell::ShThenBashScript)
         .await?;

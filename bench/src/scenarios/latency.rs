@@ -26,8 +26,12 @@ const JOB_MODES: [(&str, &[&str]); 2] = [
 /// From StartPipelineExecution to the job's first instruction, on an idle worker, `runs` times,
 /// with jobs under a supervisor and inside the worker, each with the default shell running a
 /// bash script and with a bash shell whose step is the mark itself.
-pub async fn dispatch(runs: usize) -> anyhow::Result<serde_json::Value> {
-    let mut out = json!({ "scenario": "dispatch-latency", "runs": runs });
+pub async fn dispatch(runs: usize, pace: Pace) -> anyhow::Result<serde_json::Value> {
+    let pace_name = match pace {
+        Pace::AtRest => "worker at rest",
+        Pace::BackToBack => "back to back",
+    };
+    let mut out = json!({ "scenario": "dispatch-latency", "runs": runs, "pace": pace_name });
     for (i, (mode, args)) in JOB_MODES.iter().enumerate() {
         for shell in JobShell::ALL {
             let mut cluster = Cluster::start().await?;
@@ -45,11 +49,11 @@ pub async fn dispatch(runs: usize) -> anyhow::Result<serde_json::Value> {
                 &marks.quick_step(shell),
             );
             cluster.put_pipeline(&yaml).await?;
-            let figures = dispatch_runs(&cluster, &marks, "bench-dispatch", runs).await?;
+            let figures = dispatch_runs(&cluster, &marks, "bench-dispatch", runs, pace).await?;
             let startup = marks.local_startup_ms(runs.min(50), shell).await?;
             print_dispatch(
                 &format!(
-                    "dispatch-latency (idle worker, jobs {mode}, {})",
+                    "dispatch-latency ({pace_name}, jobs {mode}, {})",
                     shell.label()
                 ),
                 &figures,
@@ -86,18 +90,36 @@ pub struct DispatchFigures {
     pub floor: Floor,
 }
 
+/// When the next run of the dispatch measurement starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Once the worker is at rest: the previous job's end reported and the next job's
+    /// directory made ahead (see [`Cluster::workers_at_rest`]); what "an idle worker" means.
+    AtRest,
+    /// Right after the previous job's end is reported (a worker with a backlog: its standby
+    /// may still be starting).
+    BackToBack,
+}
+
+/// Longest wait for a worker to come to rest between two runs.
+const AT_REST_LIMIT: Duration = Duration::from_millis(500);
+
 /// Runs the dispatch measurement on an existing cluster (the fleet scenario reuses it).
 pub async fn dispatch_runs(
     cluster: &Cluster,
     marks: &Marks,
     pipeline: &str,
     runs: usize,
+    pace: Pace,
 ) -> anyhow::Result<DispatchFigures> {
     let watcher = Watcher::start(cluster, pipeline).await?;
     let mut probe = FloorProbe::open(&cluster.dir.path().join(pipeline))?;
     let mut total = Vec::with_capacity(runs);
     let mut call = Vec::with_capacity(runs);
     for i in 0..runs {
+        if pace == Pace::AtRest {
+            cluster.workers_at_rest(AT_REST_LIMIT).await;
+        }
         let commit = format!("{pipeline}-{i}");
         let t0 = now_epoch();
         let id = start(cluster, pipeline, "main", &commit).await?;
