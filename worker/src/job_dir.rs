@@ -4,15 +4,18 @@
 //!
 //! | file | written by | what |
 //! |---|---|---|
-//! | `job` | worker | the `JobSpec` (protobuf) |
-//! | `context` | worker | worker name, then coordinator address, one a line |
+//! | `job` | worker (*) | the `JobSpec` (protobuf) |
+//! | `context` | worker (*) | worker name, then coordinator address, then shell, one a line |
 //! | `lock` | supervisor | held with `flock` for the supervisor's whole life |
 //! | `pid` | supervisor | its pid, written once its signal handler is in place |
 //! | `spool` | supervisor | every event of the job, in order (see `spool.rs`) |
 //! | `status` | supervisor | per step exit code and the end (atomic rename) |
 //! | `control` | worker | `drain`, `abandon [GRACE_MS]`, `withdraw`, one a line, appended |
-//! | `attached` | worker | `PID LEASE_MS`: the worker process the job belongs to now |
+//! | `attached` | worker (*) | `PID LEASE_MS`: the worker process the job belongs to now |
 //! | `supervisor.log` | supervisor | its own diagnostics |
+//!
+//! (*) In a directory a standby made ahead (`prepared.rs`) the supervisor writes these, from
+//! the hand-over, once the job's first step has started.
 //!
 //! The worker removes the directory once the coordinator has applied the job's end.
 

@@ -263,8 +263,8 @@ fn write_files(job_dir: &JobDir, job: &JobSpec, ctx: &JobContext) -> std::io::Re
 }
 
 /// Takes the job directory a standby made ahead (see `prepared.rs`): renames it to the job's
-/// and its `work/` to the job's own directory. Its `job`, `context` and `attached` stay empty
-/// until the supervisor writes them (see `supervisor.rs`).
+/// and its `work/` to the job's own directory. Its `job`, `context` and `attached` are
+/// written by the supervisor, from the hand-over (see `supervisor.rs`).
 fn take_prepared(
     prepared: &Path,
     job_dir: &JobDir,
