@@ -242,7 +242,12 @@ impl JobFiles {
         let part = || {
             let mut len = [0u8; 4];
             read_exact(fd, &mut len)?;
-            let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
+            // Far above any job the coordinator sends (its messages are capped well below).
+            let len = (u32::from_le_bytes(len) as usize).min(MAX_PART + 1);
+            if len > MAX_PART {
+                return None;
+            }
+            let mut bytes = vec![0u8; len];
             read_exact(fd, &mut bytes)?;
             Some(bytes)
         };
@@ -260,6 +265,9 @@ impl JobFiles {
         std::fs::write(dir.join("attached"), &self.attached)
     }
 }
+
+/// Largest part of a [`JobFiles`] a standby takes from its pipe.
+const MAX_PART: usize = 64 * 1024 * 1024;
 
 /// Fills `buf` from `fd` (blocking); `None` if it ends first.
 fn read_exact(fd: &impl AsFd, buf: &mut [u8]) -> Option<()> {
