@@ -143,7 +143,6 @@ fn run(dir: Option<&Path>, work_dir: Option<&Path>) -> ExitCode {
 /// Runs the job in `job_dir` to its end. `wake` is SIGUSR1 (read the control file now),
 /// installed before the pid file tells the worker where to send it. `signals` is the pipe a
 /// standby was handed its job on: the worker that started it writes control lines there.
-/// `prepared`: the directory was made ahead, its lock is held, its pid written, its spool open.
 /// `prepared`: the directory was made ahead, its lock is held, its pid written, its spool
 /// open; with the job's files handed on the pipe (`JobFiles`), this writes them once the job's
 /// first step has started.
