@@ -457,6 +457,18 @@ async fn launched_output(
     out
 }
 
+/// Waits (checking every 5 ms) until this process's spare directory is made in `work_dir`
+/// (on the blocking pool, after a job ended); returns it.
+async fn spare_made(work_dir: &Path) -> PathBuf {
+    let spare = work_dir.join(format!(".baton-spare-{}", std::process::id()));
+    let deadline = tokio::time::Instant::now() + TEST_LIMIT;
+    while !spare.is_dir() {
+        assert!(tokio::time::Instant::now() < deadline, "no spare directory");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    spare
+}
+
 #[tokio::test]
 async fn the_next_job_runs_in_the_directory_made_when_the_last_one_ended() {
     use std::os::unix::fs::MetadataExt;
@@ -465,14 +477,7 @@ async fn the_next_job_runs_in_the_directory_made_when_the_last_one_ended() {
     let first = launched_output(&launcher, dir.path(), job("first", &["pwd"])).await;
     assert_eq!(first, format!("{}\n", dir.path().join("first").display()));
     // Made on the blocking pool once the first job ended.
-    let spare = dir
-        .path()
-        .join(format!(".baton-spare-{}", std::process::id()));
-    let deadline = tokio::time::Instant::now() + TEST_LIMIT;
-    while !spare.is_dir() {
-        assert!(tokio::time::Instant::now() < deadline, "no spare directory");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let spare = spare_made(dir.path()).await;
     let made_ahead = std::fs::metadata(&spare).expect("spare").ino();
     let second = launched_output(&launcher, dir.path(), job("second", &["pwd"])).await;
     let own = dir.path().join("second");
@@ -498,13 +503,6 @@ async fn a_spare_directory_left_by_a_gone_worker_process_is_removed() {
     let launcher = baton_worker::ProcessLauncher::default();
     launched_output(&launcher, dir.path(), job("one", &["true"])).await;
     // Swept on the blocking pool before this process's own spare is made.
-    let own = dir
-        .path()
-        .join(format!(".baton-spare-{}", std::process::id()));
-    let deadline = tokio::time::Instant::now() + TEST_LIMIT;
-    while !own.is_dir() {
-        assert!(tokio::time::Instant::now() < deadline, "no spare directory");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    spare_made(dir.path()).await;
     assert!(!stale.exists(), "the gone process's spare is still there");
 }
