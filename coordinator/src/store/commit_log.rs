@@ -66,10 +66,13 @@ pub struct CommitLog {
     buf: Vec<u8>,
 }
 
-fn io_err(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> StoreError {
-    let path = path.display().to_string();
-    let what = what.to_string();
-    move |e| StoreError::Engine(format!("{what} {path}: {e}"))
+/// The error for a failed `what` on the log at `path`; formatted only when there is one
+/// (appends are on the writer's path for every batch).
+fn io_err<'a>(
+    path: &'a Path,
+    what: &'static str,
+) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |e| StoreError::Engine(format!("{what} {}: {e}", path.display()))
 }
 
 impl CommitLog {
@@ -150,12 +153,11 @@ impl CommitLog {
         if self.end + total > self.len {
             self.grow(self.end + total)?;
         }
-        let path = self.path.clone();
         self.file
             .write_all_at(&self.buf, self.end)
-            .map_err(io_err(&path, "cannot write the commit log"))?;
+            .map_err(io_err(&self.path, "cannot write the commit log"))?;
         sync_range(&self.file, self.end, total)
-            .map_err(io_err(&path, "cannot sync the commit log"))?;
+            .map_err(io_err(&self.path, "cannot sync the commit log"))?;
         self.end += total;
         Ok(Appended::Durable)
     }
@@ -172,13 +174,12 @@ impl CommitLog {
         if self.len < RECORDS_START {
             self.grow(RECORDS_START)?;
         }
-        let path = self.path.clone();
         self.file
             .write_all_at(&header, 0)
-            .map_err(io_err(&path, "cannot write the commit log header"))?;
+            .map_err(io_err(&self.path, "cannot write the commit log header"))?;
         self.file
             .sync_data()
-            .map_err(io_err(&path, "cannot sync the commit log header"))?;
+            .map_err(io_err(&self.path, "cannot sync the commit log header"))?;
         self.end = RECORDS_START;
         Ok(())
     }
@@ -187,17 +188,16 @@ impl CommitLog {
     /// data and size, so that later records overwrite blocks that exist.
     fn grow(&mut self, to: u64) -> Result<(), StoreError> {
         let new_len = to.div_ceil(GROW_BY) * GROW_BY;
-        let path = self.path.clone();
         self.file
             .seek(SeekFrom::Start(self.len))
-            .map_err(io_err(&path, "cannot extend the commit log"))?;
+            .map_err(io_err(&self.path, "cannot extend the commit log"))?;
         let zeros = vec![0u8; (new_len - self.len) as usize];
         self.file
             .write_all(&zeros)
-            .map_err(io_err(&path, "cannot extend the commit log"))?;
+            .map_err(io_err(&self.path, "cannot extend the commit log"))?;
         self.file
             .sync_data()
-            .map_err(io_err(&path, "cannot sync the commit log"))?;
+            .map_err(io_err(&self.path, "cannot sync the commit log"))?;
         self.len = new_len;
         Ok(())
     }
