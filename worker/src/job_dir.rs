@@ -155,6 +155,25 @@ pub fn attached_line(lease: Option<Duration>) -> String {
 /// How long a supervisor waits for a worker that named no lease (the coordinator's default).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
+/// Removes the entries of `dir` named `<prefix><pid>` (or `<prefix><pid>.new`, one still
+/// being built) whose process `pid` is gone: what a standby or a worker process made ahead
+/// for a next job and left when it ended without one.
+pub fn remove_left_by_gone(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+            continue;
+        };
+        let pid = rest.strip_suffix(".new").unwrap_or(rest);
+        if pid.parse::<i32>().is_ok_and(|pid| !process_alive(pid)) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// True while process `pid` lives (not a zombie).
 pub fn process_alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::Flock;
 
-use crate::job_dir::{JOBS_DIR, JobDir, process_alive};
+use crate::job_dir::{JOBS_DIR, JobDir, remove_left_by_gone};
 use crate::spool::SpoolWriter;
 
 /// The name a standby's directory starts with (never a job's: job directories are named
@@ -61,7 +61,8 @@ impl Prepared {
             let _ = std::fs::remove_dir_all(&building);
         }
         let made = made?;
-        sweep(work_dir);
+        // Those of standbys that are gone, whole or half built.
+        remove_left_by_gone(&work_dir.join(JOBS_DIR), PREFIX);
         Ok(made)
     }
 
@@ -98,23 +99,6 @@ impl Prepared {
     pub fn discard(self) {
         if self.is(&self.dir) {
             let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// Removes the prepared directories (whole or half built) of standbys that are gone.
-fn sweep(work_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(work_dir.join(JOBS_DIR)) else {
-        return;
-    };
-    for entry in entries.filter_map(Result::ok) {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
-            continue;
-        };
-        let pid = rest.strip_suffix(".new").unwrap_or(rest);
-        if pid.parse::<i32>().is_ok_and(|pid| !process_alive(pid)) {
-            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }

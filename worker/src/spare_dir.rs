@@ -46,7 +46,8 @@ impl SpareDir {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             if !swept.contains(&work_dir) {
-                sweep(&work_dir);
+                // Those of worker processes that are gone.
+                crate::job_dir::remove_left_by_gone(&work_dir, PREFIX);
                 swept.push(work_dir.clone());
             }
             drop(swept);
@@ -65,22 +66,5 @@ impl SpareDir {
                 Err(err) => tracing::debug!(%err, "cannot make the next job's directory ahead"),
             }
         });
-    }
-}
-
-/// Removes the spare directories of worker processes that are gone (empty, so `rmdir`).
-fn sweep(work_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(work_dir) else {
-        return;
-    };
-    for entry in entries.filter_map(Result::ok) {
-        let name = entry.file_name();
-        let pid = name.to_str().and_then(|n| n.strip_prefix(PREFIX));
-        if pid
-            .and_then(|p| p.parse::<i32>().ok())
-            .is_some_and(|pid| !crate::job_dir::process_alive(pid))
-        {
-            let _ = std::fs::remove_dir(entry.path());
-        }
     }
 }
