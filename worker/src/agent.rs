@@ -31,6 +31,9 @@ struct Held {
     control: mpsc::Sender<JobControl>,
     /// Bytes of its log reported so far: the offset of the next chunk in the job's log.
     log_offset: u64,
+    /// Its offer is accepted but the acceptance not sent yet: it goes out with the job's first
+    /// report (see [`Agent::on_offer`]).
+    unanswered: bool,
 }
 
 /// The worker's jobs and mode.
@@ -87,6 +90,7 @@ impl Agent {
             let held = Held {
                 control: job.control,
                 log_offset: 0,
+                unanswered: false,
             };
             self.jobs.insert(job.job_id, held);
             self.tasks.spawn(job.run);
@@ -212,19 +216,20 @@ impl Agent {
         }
     }
 
+    /// Takes or refuses an offer. A refusal is answered at once; an accepted job is started
+    /// and its acceptance goes out with its first report (its first step's header, made once
+    /// that step has started, or its end), so that the coordinator's bookkeeping for it does
+    /// not compete with the job's start for the CPU where both share a machine.
     fn on_offer(&mut self, job: JobSpec) -> Vec<WorkerMessage> {
         tracing::trace!(target: "baton::hop", "worker-offer");
         let job_id = job.job_id.clone();
-        let reply = |accepted: bool, reason: &str| {
-            wire(Msg::OfferReply(OfferReply {
-                job_id: job_id.clone(),
-                accepted,
-                reason: reason.into(),
-            }))
-        };
-        if self.jobs.contains_key(&job_id) {
+        let reply = |accepted: bool, reason: &str| offer_reply(&job_id, accepted, reason);
+        if let Some(held) = self.jobs.get(&job_id) {
             // A repeated offer (our reply was lost): accept again, do not start twice.
-            return vec![reply(true, "")];
+            return match held.unanswered {
+                true => Vec::new(),
+                false => vec![reply(true, "")],
+            };
         }
         if job_id.is_empty() {
             tracing::warn!("job offer without a job id");
@@ -241,6 +246,7 @@ impl Agent {
         let held = Held {
             control,
             log_offset: 0,
+            unanswered: true,
         };
         self.jobs.insert(job_id.clone(), held);
         let ctx = JobContext {
@@ -260,10 +266,7 @@ impl Agent {
         if run.as_mut().poll(&mut cx).is_pending() {
             self.tasks.spawn(run);
         }
-        let started = wire(Msg::JobStarted(JobStarted {
-            job_id: job_id.clone(),
-        }));
-        vec![reply(true, ""), started]
+        Vec::new()
     }
 
     fn control(&self, job_id: &str, control: JobControl) {
@@ -277,9 +280,21 @@ impl Agent {
         }
     }
 
-    /// Books a job report and turns it into its wire message (`None` for a withdrawn job).
-    pub fn on_report(&mut self, report: Report) -> Option<WorkerMessage> {
+    /// Books a job report and turns it into its wire messages: the job's acceptance first if
+    /// this is its first report, then the report (none for a withdrawn job).
+    pub fn on_report(&mut self, report: Report) -> Vec<WorkerMessage> {
         let job_id = report.job_id;
+        let mut out = Vec::new();
+        let first = self
+            .jobs
+            .get_mut(&job_id)
+            .is_some_and(|held| std::mem::take(&mut held.unanswered));
+        if first && report.event != JobEvent::Withdrawn {
+            out.push(offer_reply(&job_id, true, ""));
+            out.push(wire(Msg::JobStarted(JobStarted {
+                job_id: job_id.clone(),
+            })));
+        }
         let msg = match report.event {
             JobEvent::Log { step, stream, data } => {
                 let offset = self.jobs.get_mut(&job_id).map(|held| {
@@ -316,11 +331,20 @@ impl Agent {
                 tracing::info!(job_id, "offer withdrawn before the job started");
                 self.jobs.remove(&job_id);
                 self.acknowledged(&job_id);
-                return None;
+                return out;
             }
         };
-        Some(wire(msg))
+        out.push(wire(msg));
+        out
     }
+}
+
+fn offer_reply(job_id: &str, accepted: bool, reason: &str) -> WorkerMessage {
+    wire(Msg::OfferReply(OfferReply {
+        job_id: job_id.into(),
+        accepted,
+        reason: reason.into(),
+    }))
 }
 
 fn ack(job_id: &str, kind: SignalKind) -> WorkerMessage {

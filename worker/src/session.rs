@@ -214,8 +214,8 @@ impl Worker {
                 }
                 report = self.reports.recv() => {
                     // The worker holds a sender, so the channel never closes while we run.
-                    if let Some(msg) = report.and_then(|r| self.agent.on_report(r)) {
-                        replies.push(msg);
+                    if let Some(report) = report {
+                        replies.extend(self.agent.on_report(report));
                     }
                 }
                 _ = heartbeat.tick() => replies.push(wire(Msg::Heartbeat(Heartbeat {}))),
@@ -290,8 +290,8 @@ impl Worker {
             tokio::select! {
                 () = tokio::time::sleep_until(retry_at) => return false,
                 report = self.reports.recv(), if room => {
-                    if let Some(msg) = report.and_then(|r| self.agent.on_report(r)) {
-                        self.pending.push_back(msg);
+                    if let Some(report) = report {
+                        self.pending.extend(self.agent.on_report(report));
                     }
                 }
                 () = sleep_until_opt(lease_end), if !self.lease_expired => self.expire_lease(),

@@ -425,3 +425,109 @@ async fn worker_abandons_its_jobs_when_the_lease_runs_out_while_disconnected() {
     returns_ok(worker).await;
     server.abort();
 }
+
+/// Jobs that report nothing until the test opens their gate, then their first step's header
+/// and a successful end.
+struct GatedLauncher {
+    gate: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl baton_worker::JobLauncher for GatedLauncher {
+    fn launch(
+        &self,
+        job: JobSpec,
+        _ctx: baton_worker::JobContext,
+        reports: mpsc::Sender<baton_worker::Report>,
+        _control: mpsc::Receiver<baton_worker::JobControl>,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            gate.notified().await;
+            let report = |event| baton_worker::Report {
+                job_id: job.job_id.clone(),
+                event,
+            };
+            let header = baton_worker::JobEvent::Log {
+                step: 0,
+                stream: LogStream::System,
+                data: b"==> step 1/1: true\n".to_vec(),
+            };
+            let _ = reports.send(report(header)).await;
+            let end = baton_worker::JobEnd {
+                outcome: JobOutcome::Succeeded,
+                exit_code: 0,
+                message: String::new(),
+                steps_done: 1,
+            };
+            let _ = reports
+                .send(report(baton_worker::JobEvent::Finished(end)))
+                .await;
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_accepted_offer_is_answered_with_the_jobs_first_report_not_before() {
+    let (mut fake, server) = FakeCoordinator::start().await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let seams = baton_worker::Seams {
+        launcher: std::sync::Arc::new(GatedLauncher { gate: gate.clone() }),
+        connector: None,
+    };
+    let shutdown = Shutdown::new();
+    let worker = tokio::spawn(baton_worker::run_with(
+        fake.config(&work),
+        shutdown.clone(),
+        seams,
+    ));
+    let mut s = fake.session().await;
+    register(&mut s).await;
+
+    s.send(offer("j1", &["true"])).await;
+    // The same offer again (as if our reply were lost) is not answered before the job
+    // reports either.
+    s.send(offer("j1", &["true"])).await;
+    // The worker reads its messages in order: an abandon of a job it does not hold is
+    // acknowledged at once, so an acceptance sent at once would come before this ack.
+    s.send(CMsg::Abandon(baton_proto::v1::AbandonJob {
+        job_id: "elsewhere".into(),
+        grace_ms: 0,
+    }))
+    .await;
+    let Msg::SignalAck(ack) = s.next().await else {
+        panic!("the job has not reported: only the ack may come")
+    };
+    assert_eq!(ack.job_id, "elsewhere");
+
+    gate.notify_one();
+    let Msg::OfferReply(reply) = s.next().await else {
+        panic!("expected OfferReply")
+    };
+    assert!(reply.accepted && reply.job_id == "j1");
+    let Msg::JobStarted(started) = s.next().await else {
+        panic!("expected JobStarted")
+    };
+    assert_eq!(started.job_id, "j1");
+    let Msg::Log(header) = s.next().await else {
+        panic!("expected the step header")
+    };
+    assert_eq!(header.data, b"==> step 1/1: true\n");
+    let Msg::JobFinished(end) = s.next().await else {
+        panic!("expected JobFinished")
+    };
+    assert_eq!(end.outcome, JobOutcome::Succeeded as i32);
+
+    shutdown.drain.cancel();
+    let Msg::SignalAck(notice) = s.next().await else {
+        panic!("expected the drain notice")
+    };
+    assert_eq!(notice.kind, SignalKind::DrainWorker as i32);
+    let Msg::Goodbye(bye) = s.next().await else {
+        panic!("expected Goodbye")
+    };
+    assert_eq!(bye.reason, "drained");
+    drop(s);
+    returns_ok(worker).await;
+    server.abort();
+}
