@@ -21,6 +21,10 @@ use clap::{Parser, Subcommand};
 
 use scenarios::{fleet::Fleet, rapid_push::RapidPush};
 
+/// How long the latency scenarios let the machine sit idle before each measurement, by
+/// default: long enough for idle vCPUs to halt, as they have between a real user's pushes.
+const IDLE_MS: u64 = 30;
+
 /// Baton's benchmarks.
 #[derive(Debug, Parser)]
 #[command(name = "baton-bench", version, about)]
@@ -54,15 +58,24 @@ enum Scenario {
         /// Measurements.
         #[arg(long, default_value_t = 50)]
         runs: usize,
+        /// Each cancel comes this long after the job started, with nothing else running (0:
+        /// right after the start, the machine still warm from it).
+        #[arg(long, default_value_t = IDLE_MS)]
+        idle_ms: u64,
     },
     /// StartPipelineExecution -> the job's first instruction on an idle worker.
     DispatchLatency {
         /// Measurements.
         #[arg(long, default_value_t = 100)]
         runs: usize,
+        /// Each run starts once the worker is at rest (its next job's directory made ahead)
+        /// and then nothing has run for this long (0: as soon as it is at rest, the machine
+        /// still warm from the previous job).
+        #[arg(long, default_value_t = IDLE_MS)]
+        idle_ms: u64,
         /// Start each run as soon as the previous job's end is reported, instead of once the
-        /// worker is at rest (its next job's directory made ahead).
-        #[arg(long)]
+        /// worker is at rest.
+        #[arg(long, conflicts_with = "idle_ms")]
         back_to_back: bool,
     },
     /// Executions and job state changes per second through a 3-stage PARALLEL pipeline.
@@ -121,12 +134,18 @@ async fn run(scenario: Scenario) -> anyhow::Result<Vec<serde_json::Value>> {
             })
             .await?,
         ],
-        Scenario::CancelLatency { runs } => vec![scenarios::latency::cancel(runs).await?],
-        Scenario::DispatchLatency { runs, back_to_back } => {
-            let pace = if back_to_back {
-                scenarios::latency::Pace::BackToBack
-            } else {
-                scenarios::latency::Pace::AtRest
+        Scenario::CancelLatency { runs, idle_ms } => {
+            vec![scenarios::latency::cancel(runs, Duration::from_millis(idle_ms)).await?]
+        }
+        Scenario::DispatchLatency {
+            runs,
+            idle_ms,
+            back_to_back,
+        } => {
+            let pace = match (back_to_back, idle_ms) {
+                (true, _) => scenarios::latency::Pace::BackToBack,
+                (false, 0) => scenarios::latency::Pace::AtRest,
+                (false, ms) => scenarios::latency::Pace::Idle(Duration::from_millis(ms)),
             };
             vec![scenarios::latency::dispatch(runs, pace).await?]
         }
@@ -178,8 +197,12 @@ async fn run(scenario: Scenario) -> anyhow::Result<Vec<serde_json::Value>> {
                     settle: interval + Duration::from_millis(50),
                 })
                 .await?,
-                scenarios::latency::cancel(50).await?,
-                scenarios::latency::dispatch(100, scenarios::latency::Pace::AtRest).await?,
+                scenarios::latency::cancel(50, Duration::from_millis(IDLE_MS)).await?,
+                scenarios::latency::dispatch(
+                    100,
+                    scenarios::latency::Pace::Idle(Duration::from_millis(IDLE_MS)),
+                )
+                .await?,
                 scenarios::throughput::run(scenarios::throughput::Runners::Real, 300, 2, 16, 16)
                     .await?,
                 scenarios::throughput::run(

@@ -28,10 +28,14 @@ const JOB_MODES: [(&str, &[&str]); 2] = [
 /// bash script and with a bash shell whose step is the mark itself.
 pub async fn dispatch(runs: usize, pace: Pace) -> anyhow::Result<serde_json::Value> {
     let pace_name = match pace {
-        Pace::AtRest => "worker at rest",
-        Pace::BackToBack => "back to back",
+        Pace::Idle(quiet) => format!("machine idle {} ms", quiet.as_millis()),
+        Pace::AtRest => "worker at rest, machine warm".to_string(),
+        Pace::BackToBack => "back to back".to_string(),
     };
     let mut out = json!({ "scenario": "dispatch-latency", "runs": runs, "pace": pace_name });
+    if let Pace::Idle(quiet) = pace {
+        out["idle_ms"] = json!(quiet.as_millis() as u64);
+    }
     for (i, (mode, args)) in JOB_MODES.iter().enumerate() {
         for shell in JobShell::ALL {
             let mut cluster = Cluster::start().await?;
@@ -93,8 +97,13 @@ pub struct DispatchFigures {
 /// When the next run of the dispatch measurement starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pace {
-    /// Once the worker is at rest: the previous job's end reported and the next job's
-    /// directory made ahead (see [`Cluster::workers_at_rest`]); what "an idle worker" means.
+    /// Once the worker is at rest and then nothing has run for this long (the floor probes
+    /// taken in the middle of that quiet): an idle worker on an idle machine. On a VM whose
+    /// idle vCPUs halt, every wake-up on the way then costs more than on a busy machine.
+    Idle(Duration),
+    /// As soon as the worker is at rest: the previous job's end reported and the next job's
+    /// directory made ahead (see [`Cluster::workers_at_rest`]). The machine is still warm
+    /// from that work.
     AtRest,
     /// Right after the previous job's end is reported (a worker with a backlog: its standby
     /// may still be starting).
@@ -117,8 +126,17 @@ pub async fn dispatch_runs(
     let mut total = Vec::with_capacity(runs);
     let mut call = Vec::with_capacity(runs);
     for i in 0..runs {
-        if pace == Pace::AtRest {
-            cluster.workers_at_rest(AT_REST_LIMIT).await;
+        match pace {
+            Pace::Idle(quiet) => {
+                cluster.workers_at_rest(AT_REST_LIMIT).await;
+                tokio::time::sleep(quiet).await;
+                probe.probe(cluster).await?;
+                tokio::time::sleep(quiet).await;
+            }
+            Pace::AtRest => {
+                cluster.workers_at_rest(AT_REST_LIMIT).await;
+            }
+            Pace::BackToBack => {}
         }
         let commit = format!("{pipeline}-{i}");
         let t0 = now_epoch();
@@ -128,7 +146,9 @@ pub async fn dispatch_runs(
         total.push((mark - t0) * 1000.0);
         // The worker is idle again before the next run.
         watcher.wait_ended(&[id], WAIT).await?;
-        probe.probe(cluster).await?;
+        if !matches!(pace, Pace::Idle(_)) {
+            probe.probe(cluster).await?;
+        }
     }
     Ok(DispatchFigures {
         total,
@@ -175,10 +195,13 @@ pub fn print_dispatch(title: &str, figures: &DispatchFigures, startup: &[f64], s
 /// From StartPipelineExecution of a newer revision (auto-cancel running) and from
 /// StopPipelineExecution(abandon) to the older job's process group getting SIGTERM, with jobs
 /// under a supervisor and inside the worker, each job either a signal recorder (the moment the
-/// signal arrives) or a bash trap (the moment bash runs its trap).
-pub async fn cancel(runs: usize) -> anyhow::Result<serde_json::Value> {
+/// signal arrives) or a bash trap (the moment bash runs its trap). Each cancel comes `idle`
+/// after the job started (the floor probes in the middle of that quiet), or right after its
+/// start when `idle` is zero.
+pub async fn cancel(runs: usize, idle: Duration) -> anyhow::Result<serde_json::Value> {
     let mut table = Table::new(&["trigger", "jobs", "job", "runs", "p50", "p99", "max"]);
-    let mut out = json!({ "scenario": "cancel-latency", "runs": runs });
+    let idle_ms = idle.as_millis() as u64;
+    let mut out = json!({ "scenario": "cancel-latency", "runs": runs, "idle_ms": idle_ms });
     for (i, (mode, args)) in JOB_MODES.iter().enumerate() {
         let mut cluster = Cluster::start().await?;
         cluster.worker_args(args);
@@ -210,7 +233,7 @@ pub async fn cancel(runs: usize) -> anyhow::Result<serde_json::Value> {
             );
             let suffix = format!("{}{job_key}", if i == 0 { "" } else { "_in_worker" });
             cluster.put_pipeline(&auto).await?;
-            let figures = cancel_by_newer(&cluster, &marks, &cancel, runs).await?;
+            let figures = cancel_by_newer(&cluster, &marks, &cancel, runs, idle).await?;
             table.row(row(
                 "newer revision (auto-cancel running)",
                 mode,
@@ -220,7 +243,8 @@ pub async fn cancel(runs: usize) -> anyhow::Result<serde_json::Value> {
             out[format!("auto_cancel{suffix}")] = summary(&figures);
             let yaml = one_stage_pipeline(&stop, "", "", "pool: real", &step);
             cluster.put_pipeline(&yaml).await?;
-            let (figures, calls, floor) = cancel_by_stop(&cluster, &marks, &stop, runs).await?;
+            let (figures, calls, floor) =
+                cancel_by_stop(&cluster, &marks, &stop, runs, idle).await?;
             table.row(row("StopPipelineExecution(abandon)", mode, job, &figures));
             table.row(row(
                 "  of which the call (durable, answered)",
@@ -237,7 +261,11 @@ pub async fn cancel(runs: usize) -> anyhow::Result<serde_json::Value> {
             out[format!("floor_flush{suffix}")] = summary(&floor.flush);
         }
     }
-    println!("\ncancel-latency: request -> SIGTERM seen by the older job's process group");
+    let pace = match idle_ms {
+        0 => "right after the job started, machine warm".to_string(),
+        ms => format!("job running, machine idle {ms} ms"),
+    };
+    println!("\ncancel-latency ({pace}): request -> SIGTERM seen by the older job's process group");
     table.print();
     Ok(out)
 }
@@ -281,6 +309,7 @@ async fn cancel_by_newer(
     marks: &Marks,
     pipeline: &str,
     runs: usize,
+    idle: Duration,
 ) -> anyhow::Result<Vec<f64>> {
     let watcher = Watcher::start(cluster, pipeline).await?;
     let mut figures = Vec::with_capacity(runs);
@@ -288,6 +317,7 @@ async fn cancel_by_newer(
         let (old, new) = (format!("{pipeline}-{i}-old"), format!("{pipeline}-{i}-new"));
         let old_id = start(cluster, pipeline, "main", &old).await?;
         marks.wait("start", &old, WAIT).await?;
+        tokio::time::sleep(idle * 2).await;
         let t0 = now_epoch();
         let new_id = start(cluster, pipeline, "main", &new).await?;
         let term = marks.wait("term", &old, WAIT).await?;
@@ -300,12 +330,13 @@ async fn cancel_by_newer(
 }
 
 /// Request -> SIGTERM, of that the StopPipelineExecution call itself (durable, answered), and
-/// the machine's floor probed after each run.
+/// the machine's floor probed in each run (`idle` after the job started, else after the run).
 async fn cancel_by_stop(
     cluster: &Cluster,
     marks: &Marks,
     pipeline: &str,
     runs: usize,
+    idle: Duration,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>, Floor)> {
     let watcher = Watcher::start(cluster, pipeline).await?;
     let mut probe = FloorProbe::open(&cluster.dir.path().join(pipeline))?;
@@ -315,13 +346,20 @@ async fn cancel_by_stop(
         let commit = format!("{pipeline}-{i}");
         let id = start(cluster, pipeline, "main", &commit).await?;
         marks.wait("start", &commit, WAIT).await?;
+        if !idle.is_zero() {
+            tokio::time::sleep(idle).await;
+            probe.probe(cluster).await?;
+            tokio::time::sleep(idle).await;
+        }
         let t0 = now_epoch();
         abandon(cluster, &id).await?;
         calls.push((now_epoch() - t0) * 1000.0);
         let term = marks.wait("term", &commit, WAIT).await?;
         figures.push((term - t0) * 1000.0);
         watcher.wait_ended(&[id], WAIT).await?;
-        probe.probe(cluster).await?;
+        if idle.is_zero() {
+            probe.probe(cluster).await?;
+        }
     }
     Ok((figures, calls, probe.into_floor()))
 }
