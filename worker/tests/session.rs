@@ -131,6 +131,38 @@ async fn returns_ok(worker: tokio::task::JoinHandle<Result<(), baton_worker::Wor
     assert!(result.is_ok(), "{result:?}");
 }
 
+/// Drains the worker through its `Shutdown` with nothing left running: the drain notice, then
+/// Goodbye ("drained"), then the worker returns `Ok`.
+async fn drained_on_shutdown(
+    mut s: Session,
+    shutdown: &Shutdown,
+    worker: tokio::task::JoinHandle<Result<(), baton_worker::WorkerError>>,
+) {
+    shutdown.drain.cancel();
+    let Msg::SignalAck(notice) = s.next().await else {
+        panic!("expected the drain notice")
+    };
+    assert_eq!(notice.kind, SignalKind::DrainWorker as i32);
+    let Msg::Goodbye(bye) = s.next().await else {
+        panic!("expected Goodbye")
+    };
+    assert_eq!(bye.reason, "drained");
+    drop(s);
+    returns_ok(worker).await;
+}
+
+/// The next two messages accept the offer of `job_id` and say the job started.
+async fn accepted(s: &mut Session, job_id: &str) {
+    let Msg::OfferReply(reply) = s.next().await else {
+        panic!("expected OfferReply")
+    };
+    assert!(reply.accepted && reply.job_id == job_id, "{reply:?}");
+    let Msg::JobStarted(started) = s.next().await else {
+        panic!("expected JobStarted")
+    };
+    assert_eq!(started.job_id, job_id);
+}
+
 async fn register(s: &mut Session) -> baton_proto::v1::Register {
     let Msg::Register(reg) = s.next().await else {
         panic!("first message must be Register");
@@ -189,14 +221,7 @@ async fn worker_registers_runs_an_offered_job_and_drains_on_request() {
         ],
     ))
     .await;
-    let Msg::OfferReply(reply) = s.next().await else {
-        panic!("expected OfferReply")
-    };
-    assert!(reply.accepted && reply.job_id == "j1");
-    let Msg::JobStarted(started) = s.next().await else {
-        panic!("expected JobStarted")
-    };
-    assert_eq!(started.job_id, "j1");
+    accepted(&mut s, "j1").await;
 
     s.send(offer("j2", &["true"])).await;
     s.send(offer("j1", &["true"])).await;
@@ -323,17 +348,7 @@ async fn worker_reattaches_after_a_broken_stream_and_abandons_on_request() {
     assert!(baton_worker::proc_group::live_members(pid).is_empty());
     assert!(!work.path().join("j1").join("never").exists());
 
-    shutdown.drain.cancel();
-    let Msg::SignalAck(notice) = s.next().await else {
-        panic!("expected the drain notice")
-    };
-    assert_eq!(notice.kind, SignalKind::DrainWorker as i32);
-    let Msg::Goodbye(bye) = s.next().await else {
-        panic!("expected Goodbye")
-    };
-    assert_eq!(bye.reason, "drained");
-    drop(s);
-    returns_ok(worker).await;
+    drained_on_shutdown(s, &shutdown, worker).await;
     server.abort();
 }
 
@@ -413,16 +428,7 @@ async fn worker_abandons_its_jobs_when_the_lease_runs_out_while_disconnected() {
         "{finished:?}"
     );
 
-    shutdown.drain.cancel();
-    let Msg::SignalAck(notice) = s.next().await else {
-        panic!("expected the drain notice")
-    };
-    assert_eq!(notice.kind, SignalKind::DrainWorker as i32);
-    let Msg::Goodbye(_) = s.next().await else {
-        panic!("expected Goodbye")
-    };
-    drop(s);
-    returns_ok(worker).await;
+    drained_on_shutdown(s, &shutdown, worker).await;
     server.abort();
 }
 
@@ -501,14 +507,7 @@ async fn an_accepted_offer_is_answered_with_the_jobs_first_report_not_before() {
     assert_eq!(ack.job_id, "elsewhere");
 
     gate.notify_one();
-    let Msg::OfferReply(reply) = s.next().await else {
-        panic!("expected OfferReply")
-    };
-    assert!(reply.accepted && reply.job_id == "j1");
-    let Msg::JobStarted(started) = s.next().await else {
-        panic!("expected JobStarted")
-    };
-    assert_eq!(started.job_id, "j1");
+    accepted(&mut s, "j1").await;
     let Msg::Log(header) = s.next().await else {
         panic!("expected the step header")
     };
@@ -518,16 +517,6 @@ async fn an_accepted_offer_is_answered_with_the_jobs_first_report_not_before() {
     };
     assert_eq!(end.outcome, JobOutcome::Succeeded as i32);
 
-    shutdown.drain.cancel();
-    let Msg::SignalAck(notice) = s.next().await else {
-        panic!("expected the drain notice")
-    };
-    assert_eq!(notice.kind, SignalKind::DrainWorker as i32);
-    let Msg::Goodbye(bye) = s.next().await else {
-        panic!("expected Goodbye")
-    };
-    assert_eq!(bye.reason, "drained");
-    drop(s);
-    returns_ok(worker).await;
+    drained_on_shutdown(s, &shutdown, worker).await;
     server.abort();
 }
