@@ -225,11 +225,12 @@ impl Agent {
         let job_id = job.job_id.clone();
         let reply = |accepted: bool, reason: &str| offer_reply(&job_id, accepted, reason);
         if let Some(held) = self.jobs.get(&job_id) {
-            // A repeated offer (our reply was lost): accept again, do not start twice.
-            return match held.unanswered {
-                true => Vec::new(),
-                false => vec![reply(true, "")],
-            };
+            // A repeated offer (our reply was lost): accept again, do not start twice. One not
+            // answered yet is answered with the job's first report, as the first was to be.
+            if held.unanswered {
+                return Vec::new();
+            }
+            return vec![reply(true, "")];
         }
         if job_id.is_empty() {
             tracing::warn!("job offer without a job id");

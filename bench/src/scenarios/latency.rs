@@ -317,6 +317,7 @@ async fn cancel_by_newer(
         let (old, new) = (format!("{pipeline}-{i}-old"), format!("{pipeline}-{i}-new"));
         let old_id = start(cluster, pipeline, "main", &old).await?;
         marks.wait("start", &old, WAIT).await?;
+        // The same quiet as a stop run's, which probes the floor in its middle.
         tokio::time::sleep(idle * 2).await;
         let t0 = now_epoch();
         let new_id = start(cluster, pipeline, "main", &new).await?;
