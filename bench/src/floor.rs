@@ -63,6 +63,19 @@ impl FloorProbe {
         Ok(())
     }
 
+    /// Lets the machine sit idle for `quiet`, probes, and lets it sit idle for `quiet` again:
+    /// the probe is taken as idle as the measurement that follows.
+    pub async fn probe_amid_quiet(
+        &mut self,
+        cluster: &Cluster,
+        quiet: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        tokio::time::sleep(quiet).await;
+        self.probe(cluster).await?;
+        tokio::time::sleep(quiet).await;
+        Ok(())
+    }
+
     /// The probes taken so far.
     pub fn into_floor(self) -> Floor {
         self.floor

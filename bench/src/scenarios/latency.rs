@@ -129,9 +129,7 @@ pub async fn dispatch_runs(
         match pace {
             Pace::Idle(quiet) => {
                 cluster.workers_at_rest(AT_REST_LIMIT).await;
-                tokio::time::sleep(quiet).await;
-                probe.probe(cluster).await?;
-                tokio::time::sleep(quiet).await;
+                probe.probe_amid_quiet(cluster, quiet).await?;
             }
             Pace::AtRest => {
                 cluster.workers_at_rest(AT_REST_LIMIT).await;
@@ -348,9 +346,7 @@ async fn cancel_by_stop(
         let id = start(cluster, pipeline, "main", &commit).await?;
         marks.wait("start", &commit, WAIT).await?;
         if !idle.is_zero() {
-            tokio::time::sleep(idle).await;
-            probe.probe(cluster).await?;
-            tokio::time::sleep(idle).await;
+            probe.probe_amid_quiet(cluster, idle).await?;
         }
         let t0 = now_epoch();
         abandon(cluster, &id).await?;
