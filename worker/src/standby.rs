@@ -243,7 +243,7 @@ impl JobFiles {
             let mut len = [0u8; 4];
             read_exact(fd, &mut len)?;
             // Far above any job the coordinator sends (its messages are capped well below).
-            let len = (u32::from_le_bytes(len) as usize).min(MAX_PART + 1);
+            let len = u32::from_le_bytes(len) as usize;
             if len > MAX_PART {
                 return None;
             }

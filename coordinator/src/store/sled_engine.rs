@@ -143,17 +143,16 @@ impl SledEngine {
     /// Writes `ops` as one sled transaction (for a batch too large for the commit log).
     fn transaction(&self, ops: &[Op]) -> Result<(), StoreError> {
         let trees: Vec<sled::Tree> = self.trees.iter().map(|(_, t)| t.clone()).collect();
-        let index = |tree: Tree| Tree::ALL.iter().position(|t| *t == tree).unwrap_or(0);
         trees
             .as_slice()
             .transaction(|tx| {
                 for op in ops {
                     match op {
                         Op::Put(t, k, v) => {
-                            tx[index(*t)].insert(k.as_slice(), v.as_slice())?;
+                            tx[tree_index(*t)].insert(k.as_slice(), v.as_slice())?;
                         }
                         Op::Delete(t, k) => {
-                            tx[index(*t)].remove(k.as_slice())?;
+                            tx[tree_index(*t)].remove(k.as_slice())?;
                         }
                     }
                 }
@@ -163,9 +162,13 @@ impl SledEngine {
     }
 
     fn tree(&self, tree: Tree) -> &sled::Tree {
-        // Every Tree variant is opened in `open`, in ALL order.
-        &self.trees[Tree::ALL.iter().position(|t| *t == tree).unwrap_or(0)].1
+        &self.trees[tree_index(tree)].1
     }
+}
+
+/// Where `tree` is in `SledEngine::trees`: every Tree variant is opened in `open`, in ALL order.
+fn tree_index(tree: Tree) -> usize {
+    Tree::ALL.iter().position(|t| *t == tree).unwrap_or(0)
 }
 
 impl Drop for SledEngine {
