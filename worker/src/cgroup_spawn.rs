@@ -467,6 +467,12 @@ unsafe fn fail(report: RawFd, what: u8) -> ! {
     }
 }
 
+/// Looks `program` up on PATH now, so that a step started with it later in this process
+/// finds it without searching (a standby does this before its job comes).
+pub(crate) fn find_program_ahead(program: &str) {
+    let _ = program_path(program);
+}
+
 /// `program`'s path: as given when it holds a `/`, else the first on PATH (the standard
 /// library's spawn searches the same way). The last answer is kept: a worker runs every step
 /// with the same shell.

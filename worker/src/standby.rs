@@ -29,7 +29,8 @@ pub const PREPARED_WAIT: std::time::Duration = std::time::Duration::from_millis(
 #[derive(Debug)]
 pub(crate) struct Standby {
     child: Child,
-    /// Writing the job directory and a newline to it is the hand-over.
+    /// Its standard input: the hand-over goes there (see [`handed_message`]), then the job's
+    /// control lines.
     stdin: ChildStdin,
     /// Where it makes its job directory ahead (see `prepared.rs`), when told the work dir.
     prepared: Option<PathBuf>,
@@ -62,23 +63,11 @@ impl Standby {
             mut stdin,
             ..
         } = self;
-        let path = dir.as_os_str().as_bytes();
-        if path.contains(&b'\n') || !matches!(child.try_wait(), Ok(None)) {
-            tracing::warn!(
-                "the standby supervisor died or cannot take this directory; starting the job's supervisor cold"
-            );
+        if !matches!(child.try_wait(), Ok(None)) {
+            tracing::warn!("the standby supervisor died; starting the job's supervisor cold");
             return None;
         }
-        let mut message = Vec::with_capacity(path.len() + 2);
-        if inline.is_some() {
-            // A path holds no NUL: this one says the job's files follow the line.
-            message.push(0);
-        }
-        message.extend_from_slice(path);
-        message.push(b'\n');
-        if let Some(files) = inline {
-            files.encode_into(&mut message);
-        }
+        let message = handed_message(dir, inline);
         match stdin.write_all(&message).await {
             Ok(()) => {
                 child.stdin = Some(stdin);
@@ -237,25 +226,15 @@ impl JobFiles {
         }
     }
 
-    /// Reads the three parts from `fd`; `None` if it ends first.
-    fn read_from(fd: &impl AsFd) -> Option<JobFiles> {
-        let part = || {
-            let mut len = [0u8; 4];
-            read_exact(fd, &mut len)?;
-            // Far above any job the coordinator sends (its messages are capped well below).
-            let len = u32::from_le_bytes(len) as usize;
-            if len > MAX_PART {
-                return None;
-            }
-            let mut bytes = vec![0u8; len];
-            read_exact(fd, &mut bytes)?;
-            Some(bytes)
+    /// The three parts, each as [`JobFiles::encode_into`] wrote it, making up all of `bytes`;
+    /// `None` unless they do.
+    fn decode(mut bytes: &[u8]) -> Option<JobFiles> {
+        let files = JobFiles {
+            job: take_part(&mut bytes)?.to_vec(),
+            context: take_part(&mut bytes)?.to_vec(),
+            attached: take_part(&mut bytes)?.to_vec(),
         };
-        Some(JobFiles {
-            job: part()?,
-            context: part()?,
-            attached: part()?,
-        })
+        bytes.is_empty().then_some(files)
     }
 
     /// Writes the three files into `dir`.
@@ -266,8 +245,60 @@ impl JobFiles {
     }
 }
 
-/// Largest part of a [`JobFiles`] a standby takes from its pipe.
-const MAX_PART: usize = 64 * 1024 * 1024;
+/// Largest hand-over a standby takes from its pipe: far above any job the coordinator sends
+/// (its messages are capped well below).
+const MAX_HANDED: usize = 192 * 1024 * 1024;
+
+/// The hand-over of the job in `dir`: a `u32` little-endian length of the rest, then the
+/// directory's path as a part (a `u32` length and the bytes), then with `inline` the job's
+/// files as [`JobFiles::encode_into`] writes them. The length first lets the standby read it
+/// all in two reads without reading past it into the control lines that may follow.
+fn handed_message(dir: &Path, inline: Option<&JobFiles>) -> Vec<u8> {
+    let path = dir.as_os_str().as_bytes();
+    let mut message = vec![0u8; 4];
+    message.extend_from_slice(&(path.len() as u32).to_le_bytes());
+    message.extend_from_slice(path);
+    if let Some(files) = inline {
+        files.encode_into(&mut message);
+    }
+    let rest = (message.len() - 4) as u32;
+    message[..4].copy_from_slice(&rest.to_le_bytes());
+    message
+}
+
+/// The first part (a `u32` little-endian length and that many bytes) of `bytes`, which then
+/// starts after it; `None` if `bytes` is too short.
+fn take_part<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (len, rest) = bytes.split_first_chunk::<4>()?;
+    let len = u32::from_le_bytes(*len) as usize;
+    let (part, rest) = rest.split_at_checked(len)?;
+    *bytes = rest;
+    Some(part)
+}
+
+/// Reads one hand-over (see [`handed_message`]) from `fd`, and nothing after it: the job's
+/// directory and, when they came, its files. `None` if `fd` ends first or the hand-over is
+/// malformed.
+fn read_handed(fd: &impl AsFd) -> Option<(PathBuf, Option<JobFiles>)> {
+    let mut len = [0u8; 4];
+    read_exact(fd, &mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_HANDED {
+        return None;
+    }
+    let mut body = vec![0u8; len];
+    read_exact(fd, &mut body)?;
+    let mut rest = body.as_slice();
+    let path = take_part(&mut rest)?;
+    if path.is_empty() {
+        return None;
+    }
+    let inline = match rest.is_empty() {
+        true => None,
+        false => Some(JobFiles::decode(rest)?),
+    };
+    Some((PathBuf::from(OsString::from_vec(path.to_vec())), inline))
+}
 
 /// Fills `buf` from `fd` (blocking); `None` if it ends first.
 fn read_exact(fd: &impl AsFd, buf: &mut [u8]) -> Option<()> {
@@ -300,29 +331,7 @@ pub(crate) struct Handed {
 /// over, so nothing is to be done.
 pub(crate) fn receive_job() -> Option<Handed> {
     let stdin = std::io::stdin();
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    // One byte at a time: whatever follows the line is the control stream, read later.
-    loop {
-        match nix::unistd::read(&stdin, &mut byte) {
-            Ok(1) if byte[0] == b'\n' => break,
-            Ok(1) => line.push(byte[0]),
-            Err(nix::errno::Errno::EINTR) => {}
-            // End of input, possibly mid-line: the worker died while writing.
-            Ok(_) | Err(_) => return None,
-        }
-    }
-    let inline = match line.first() {
-        Some(0) => {
-            line.remove(0);
-            Some(JobFiles::read_from(&stdin)?)
-        }
-        _ => None,
-    };
-    if line.is_empty() {
-        return None;
-    }
-    let dir = PathBuf::from(OsString::from_vec(line));
+    let (dir, inline) = read_handed(&stdin)?;
     // A close-on-exec copy (numbered 3 or more): the steps never inherit it.
     let control = stdin.as_fd().try_clone_to_owned().ok();
     if let Ok(null) = std::fs::File::open("/dev/null") {
@@ -340,4 +349,72 @@ pub(crate) fn receive_job() -> Option<Handed> {
         control,
         inline,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files() -> JobFiles {
+        JobFiles {
+            job: vec![1, 2, 0, 3],
+            context: b"w1\nhttp://127.0.0.1:1\nsh -c\n".to_vec(),
+            attached: b"42 15000\n".to_vec(),
+        }
+    }
+
+    /// Writes `bytes` into a new pipe and closes its write end.
+    fn pipe_with(bytes: &[u8]) -> OwnedFd {
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        let mut write = std::fs::File::from(write);
+        std::io::Write::write_all(&mut write, bytes).expect("write");
+        read
+    }
+
+    #[test]
+    fn a_hand_over_is_read_whole_and_what_follows_it_stays_in_the_pipe() {
+        let dir = Path::new("/work/.baton-jobs/job-1");
+        for inline in [None, Some(files())] {
+            let mut bytes = handed_message(dir, inline.as_ref());
+            bytes.extend_from_slice(b"abandon 5000\n");
+            let pipe = pipe_with(&bytes);
+            let (got_dir, got_files) = read_handed(&pipe).expect("a whole hand-over");
+            assert_eq!(got_dir, dir);
+            assert_eq!(got_files, inline);
+            let mut rest = String::new();
+            std::io::Read::read_to_string(&mut std::fs::File::from(pipe), &mut rest)
+                .expect("read the rest");
+            assert_eq!(
+                rest, "abandon 5000\n",
+                "the control line after the hand-over"
+            );
+        }
+    }
+
+    #[test]
+    fn a_path_with_a_newline_is_handed_over_as_it_is() {
+        let dir = Path::new("/work/odd\nname/job-1");
+        let pipe = pipe_with(&handed_message(dir, Some(&files())));
+        assert_eq!(read_handed(&pipe).map(|(d, _)| d).as_deref(), Some(dir));
+    }
+
+    #[test]
+    fn a_cut_or_malformed_hand_over_is_none() {
+        let whole = handed_message(Path::new("/work/.baton-jobs/job-1"), Some(&files()));
+        for len in [0, 3, 4, 10, whole.len() - 1] {
+            assert_eq!(read_handed(&pipe_with(&whole[..len])), None, "cut at {len}");
+        }
+        // A length beyond any hand-over, an empty path, and parts that do not fill the rest.
+        let huge = ((MAX_HANDED + 1) as u32).to_le_bytes();
+        assert_eq!(read_handed(&pipe_with(&huge)), None);
+        assert_eq!(
+            read_handed(&pipe_with(&handed_message(Path::new(""), None))),
+            None
+        );
+        let mut short = whole.clone();
+        short.truncate(whole.len() - 2);
+        let rest = (short.len() - 4) as u32;
+        short[..4].copy_from_slice(&rest.to_le_bytes());
+        assert_eq!(read_handed(&pipe_with(&short)), None);
+    }
 }
