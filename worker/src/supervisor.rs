@@ -51,9 +51,9 @@ pub fn main(dir: &Path) -> ExitCode {
 
 /// Runs a standby supervisor: gets ready to supervise a job (with `work_dir`, also makes the
 /// job's directory ahead: see `prepared.rs`), then reads the job's directory from standard
-/// input (one hand-over, see `standby.rs`) and runs that job as [`main`] would. Exits at once, with success and
-/// leaving no file behind, when standard input closes first (the worker that started it is
-/// gone or has no job for it). For `main.rs`.
+/// input (one hand-over, see `standby.rs`) and runs that job as [`main`] would. Exits at once,
+/// with success and leaving no file behind, when standard input closes first (the worker that
+/// started it is gone or has no job for it). For `main.rs`.
 pub fn standby_main(work_dir: Option<&Path>) -> ExitCode {
     run(None, work_dir)
 }
@@ -96,11 +96,12 @@ fn run(dir: Option<&Path>, work_dir: Option<&Path>) -> ExitCode {
         let (dir, signals, prepared) = match dir {
             Some(dir) => (dir.to_path_buf(), None, None),
             None => {
-                // Without it the job's files are made when the job comes, as before.
-                // The default shell's program, found on PATH ahead (a dozen `stat`s here).
+                // The default shell's program, found on PATH ahead (nine `stat`s on this
+                // machine's PATH, once the job had come).
                 if let Some(program) = crate::config::DEFAULT_SHELL.split_whitespace().next() {
                     crate::cgroup_spawn::find_program_ahead(program);
                 }
+                // Without it the job's files are made when the job comes, as before.
                 let prepared = work_dir.and_then(|w| {
                     Prepared::make(w)
                         .inspect_err(
