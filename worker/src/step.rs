@@ -169,8 +169,12 @@ fn spawn_portable(
 impl Step {
     /// True while any process of the step lives: in its process group, or (where it has one)
     /// in its cgroup, which also holds processes that left the group with `setsid`.
+    ///
+    /// The cgroup is asked first: one read of `cgroup.events` answers "alive" for a step that
+    /// still runs, where the group's answer may take a read of every `/proc/<pid>/stat` (its
+    /// members are signalled, not yet gone, right when a cancelled job needs the CPU).
     pub(crate) fn alive(&self) -> bool {
-        proc_group::is_alive(self.pgid) || self.cgroup.as_ref().is_some_and(|c| c.populated())
+        self.cgroup.as_ref().is_some_and(|c| c.populated()) || proc_group::is_alive(self.pgid)
     }
 
     /// SIGKILL to everything the step started; returns once none of it lives.
