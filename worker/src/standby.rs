@@ -221,8 +221,7 @@ pub(crate) struct JobFiles {
 impl JobFiles {
     fn encode_into(&self, out: &mut Vec<u8>) {
         for part in [&self.job, &self.context, &self.attached] {
-            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
-            out.extend_from_slice(part);
+            put_part(out, part);
         }
     }
 
@@ -256,14 +255,20 @@ const MAX_HANDED: usize = 192 * 1024 * 1024;
 fn handed_message(dir: &Path, inline: Option<&JobFiles>) -> Vec<u8> {
     let path = dir.as_os_str().as_bytes();
     let mut message = vec![0u8; 4];
-    message.extend_from_slice(&(path.len() as u32).to_le_bytes());
-    message.extend_from_slice(path);
+    put_part(&mut message, path);
     if let Some(files) = inline {
         files.encode_into(&mut message);
     }
     let rest = (message.len() - 4) as u32;
     message[..4].copy_from_slice(&rest.to_le_bytes());
     message
+}
+
+/// Appends `bytes` to `out` as a part: a `u32` little-endian length, then the bytes (what
+/// [`take_part`] reads back).
+fn put_part(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
 }
 
 /// The first part (a `u32` little-endian length and that many bytes) of `bytes`, which then
