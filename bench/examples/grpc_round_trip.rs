@@ -10,12 +10,19 @@
 //!
 //! The server is this program again (`serve-grpc FLAVOR` or `serve-tcp`), printing its port.
 
+/// The percentiles every `baton-bench` scenario reports (the bench is a binary crate, so the
+/// file is shared by path); its table is not used here.
+#[path = "../src/stats.rs"]
+#[allow(dead_code)]
+mod stats;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use stats::percentile;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -213,8 +220,9 @@ fn summary(times: &[f64]) -> String {
     if times.is_empty() {
         return "no calls".into();
     }
-    let mut sorted = times.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let at = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
-    format!("{:.3} ms ({:.3})", at(0.5), at(0.9))
+    format!(
+        "{:.3} ms ({:.3})",
+        percentile(times, 50.0),
+        percentile(times, 90.0)
+    )
 }
