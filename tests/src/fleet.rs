@@ -20,62 +20,60 @@ pub fn short_leases(config: &mut baton_coordinator::CoordinatorConfig) {
 }
 
 /// The `baton-worker` binary of this build profile, built once per test process.
+pub fn worker_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| workspace_binary("baton-worker", "baton-worker"))
+}
+
+/// Binary `bin` of workspace package `package`, in this build profile.
 ///
 /// A test crate cannot name another crate's binary (`CARGO_BIN_EXE_*` exists only in the
 /// binary's own crate), so this asks cargo to build it (a no-op when it is up to date) and
 /// finds it next to the test executable: `target/<profile>/deps/<test>` →
-/// `target/<profile>/baton-worker`.
-pub fn worker_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test executable's path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable lives in target/<profile>/deps")
-            .to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = std::process::Command::new(cargo);
-        build.args([
-            "build",
-            "--quiet",
-            "-p",
-            "baton-worker",
-            "--bin",
-            "baton-worker",
-        ]);
-        // The variables cargo sets for the test crate itself would leak into build scripts
-        // that watch them (ring watches CARGO_PKG_*) and rebuild half the tree on every test
-        // run, and again for the next `cargo test`.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if [
-                "CARGO_PKG_",
-                "CARGO_MANIFEST_",
-                "CARGO_CRATE_",
-                "CARGO_BIN_",
+/// `target/<profile>/<bin>`.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in target/<profile>/deps")
+        .to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    build.args(["build", "--quiet", "-p", package, "--bin", bin]);
+    // The variables cargo sets for the test crate itself would leak into build scripts
+    // that watch them (ring watches CARGO_PKG_*) and rebuild half the tree on every test
+    // run, and again for the next `cargo test`.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+            || [
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
             ]
-            .iter()
-            .any(|p| name.starts_with(p))
-                || [
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "CARGO_RUSTC_CURRENT_DIR",
-                ]
-                .contains(&name.as_ref())
-            {
-                build.env_remove(name.as_ref());
-            }
+            .contains(&name.as_ref())
+        {
+            build.env_remove(name.as_ref());
         }
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build for baton-worker");
-        assert!(status.success(), "cargo build of baton-worker failed");
-        let binary = profile_dir.join("baton-worker");
-        assert!(binary.exists(), "no baton-worker at {}", binary.display());
-        binary
-    })
+    }
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo build for {bin}: {e}"));
+    assert!(status.success(), "cargo build of {bin} failed");
+    let binary = profile_dir.join(bin);
+    assert!(binary.exists(), "no {bin} at {}", binary.display());
+    binary
 }
 
 /// A `baton-worker` process connected to a test cluster. Killed when dropped.

@@ -26,7 +26,7 @@ mod execution_policies;
 mod fleet;
 mod proxy;
 mod watch;
-pub use fleet::{WorkerProcess, short_leases, worker_binary};
+pub use fleet::{WorkerProcess, short_leases, worker_binary, workspace_binary};
 pub use proxy::CutProxy;
 pub use watch::{collect_until, is_execution_status, is_job_status};
 

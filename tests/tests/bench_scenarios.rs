@@ -1,0 +1,221 @@
+//! `baton-bench`, the benchmark that shows what Baton is for, still runs every scenario end to
+//! end (a real coordinator and real workers on loopback, sizes cut down so that a debug build
+//! finishes in seconds) and its figures still show the behaviour they are about. Figures in
+//! time are only checked to be there: the benchmark prints them, it never fails on a slow
+//! machine, and neither does this test.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use baton_tests::workspace_binary;
+use serde_json::Value;
+
+/// `baton-bench` of this build profile, with the coordinator and worker it starts beside it.
+fn bench() -> &'static PathBuf {
+    static BENCH: OnceLock<PathBuf> = OnceLock::new();
+    BENCH.get_or_init(|| {
+        workspace_binary("baton-coordinator", "baton-coordinator");
+        workspace_binary("baton-worker", "baton-worker");
+        workspace_binary("baton-bench", "baton-bench")
+    })
+}
+
+/// Runs `baton-bench ARGS` and returns the JSON line of each scenario it ran.
+fn run(args: &[&str]) -> Vec<Value> {
+    let out = std::process::Command::new(bench())
+        .args(args)
+        .output()
+        .expect("run baton-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "baton-bench {args:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let figures: Vec<Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a JSON line of figures"))
+        .collect();
+    assert!(!figures.is_empty(), "no JSON line in:\n{stdout}");
+    figures
+}
+
+fn number(figures: &Value, path: &[&str]) -> f64 {
+    let mut at = figures;
+    for key in path {
+        at = &at[*key];
+    }
+    at.as_f64()
+        .unwrap_or_else(|| panic!("no number at {path:?} in {figures}"))
+}
+
+/// A figure in milliseconds that was measured: positive and finite.
+fn measured(figures: &Value, path: &[&str]) {
+    let v = number(figures, path);
+    assert!(v.is_finite() && v > 0.0, "{path:?} = {v} in {figures}");
+}
+
+#[test]
+fn rapid_push_runs_only_what_still_matters_under_each_policy() {
+    // Three pushes 50 ms apart, each job 1 s: every later push comes while the first runs.
+    let figures = run(&[
+        "rapid-push",
+        "--pushes",
+        "3",
+        "--interval",
+        "50ms",
+        "--job",
+        "1s",
+        "--workers",
+        "2",
+        "--settle",
+        "1s",
+    ]);
+    let variants = figures[0]["variants"]
+        .as_array()
+        .expect("the variants' figures");
+    let variant = |name: &str| {
+        variants
+            .iter()
+            .find(|v| v["variant"] == name)
+            .unwrap_or_else(|| panic!("no variant {name} in {variants:?}"))
+    };
+    let count = |v: &Value, key: &str| number(v, &[key]) as u64;
+
+    let fifo = variant("queued (fifo)");
+    assert_eq!(
+        count(fifo, "jobs_started"),
+        3,
+        "FIFO runs every push: {fifo}"
+    );
+    assert_eq!(count(fifo, "executions_superseded"), 0, "{fifo}");
+
+    let superseded = variant("superseded");
+    assert_eq!(
+        count(superseded, "jobs_started"),
+        2,
+        "the first push runs, the second is superseded by the third in the inbound slot: {superseded}"
+    );
+    assert_eq!(
+        count(superseded, "executions_superseded"),
+        1,
+        "{superseded}"
+    );
+
+    // Every push but the last ends without a result of its own, whoever started.
+    let auto_cancel = variant("superseded + auto-cancel running");
+    assert_eq!(
+        count(auto_cancel, "executions_cancelled") + count(auto_cancel, "executions_superseded"),
+        2,
+        "{auto_cancel}"
+    );
+
+    let settle = variant("superseded + auto-cancel running + settle");
+    assert_eq!(
+        count(settle, "jobs_started"),
+        1,
+        "the settle window starts only the last push: {settle}"
+    );
+    assert_eq!(number(settle, &["worker_seconds_wasted"]), 0.0, "{settle}");
+    assert_eq!(
+        count(settle, "executions_cancelled") + count(settle, "executions_superseded"),
+        2,
+        "{settle}"
+    );
+
+    for v in variants {
+        // The last push's result needs its own whole job.
+        assert!(number(v, &["last_push_to_result_s"]) >= 1.0, "{v}");
+        assert!(
+            number(v, &["worker_seconds_wasted"]) <= number(v, &["worker_seconds_spent"]),
+            "{v}"
+        );
+    }
+    // Against FIFO, the settle window spends the least worker time of all.
+    let spent = |v: &Value| number(v, &["worker_seconds_spent"]);
+    assert!(spent(settle) < spent(superseded) && spent(superseded) < spent(fifo));
+}
+
+#[test]
+fn cancel_latency_measures_every_trigger_job_mode_and_job() {
+    let figures = run(&["cancel-latency", "--runs", "2", "--idle-ms", "0"]);
+    let figures = &figures[0];
+    for trigger in [
+        "auto_cancel",
+        "stop_abandon",
+        "stop_call",
+        "floor_rpc",
+        "floor_flush",
+    ] {
+        for mode in ["", "_in_worker"] {
+            for job in ["", "_bash_trap"] {
+                measured(figures, &[&format!("{trigger}{mode}{job}"), "p50_ms"]);
+            }
+        }
+    }
+}
+
+#[test]
+fn dispatch_latency_measures_every_job_mode_and_shell() {
+    let figures = run(&["dispatch-latency", "--runs", "2", "--idle-ms", "0"]);
+    let figures = &figures[0];
+    for mode in ["supervised", "in_worker"] {
+        for shell in ["", "_sh_builtin", "_bash_shell"] {
+            let key = format!("{mode}{shell}");
+            for figure in [
+                "p50_ms",
+                "start_call_p50_ms",
+                "shell_startup_p50_ms",
+                "floor_rpc_p50_ms",
+            ] {
+                measured(figures, &[&key, figure]);
+            }
+        }
+    }
+}
+
+#[test]
+fn throughput_completes_every_execution_with_real_and_simulated_workers() {
+    let figures = run(&[
+        "throughput",
+        "--executions",
+        "6",
+        "--workers",
+        "1",
+        "--slots",
+        "2",
+        "--clients",
+        "2",
+        "--simulated-executions",
+        "20",
+    ]);
+    assert_eq!(figures.len(), 2, "a real and a simulated run: {figures:?}");
+    for (figures, executions) in figures.iter().zip([6.0, 20.0]) {
+        assert_eq!(number(figures, &["executions"]), executions, "{figures}");
+        assert_eq!(number(figures, &["not_succeeded"]), 0.0, "{figures}");
+        measured(figures, &["job_state_changes_per_s"]);
+        measured(figures, &["coordinator_peak_rss_mib"]);
+    }
+}
+
+#[test]
+fn fleet_holds_simulated_workers_and_still_dispatches() {
+    let figures = run(&[
+        "fleet",
+        "--workers",
+        "20",
+        "--pipelines",
+        "30",
+        "--rest",
+        "1s",
+        "--runs",
+        "2",
+    ]);
+    let figures = &figures[0];
+    assert_eq!(number(figures, &["workers"]), 20.0);
+    assert_eq!(number(figures, &["pipelines"]), 30.0);
+    measured(figures, &["rss_at_rest_mib"]);
+    measured(figures, &["dispatch_p50_ms"]);
+}
