@@ -140,7 +140,8 @@ fn rapid_push_runs_only_what_still_matters_under_each_policy() {
 
 #[test]
 fn cancel_latency_measures_every_trigger_job_mode_and_job() {
-    let figures = run(&["cancel-latency", "--runs", "2", "--idle-ms", "0"]);
+    // The default pacing: each cancel after 30 ms of quiet, the floor probed amid it.
+    let figures = run(&["cancel-latency", "--runs", "2"]);
     let figures = &figures[0];
     for trigger in [
         "auto_cancel",
@@ -159,7 +160,8 @@ fn cancel_latency_measures_every_trigger_job_mode_and_job() {
 
 #[test]
 fn dispatch_latency_measures_every_job_mode_and_shell() {
-    let figures = run(&["dispatch-latency", "--runs", "2", "--idle-ms", "0"]);
+    // The default pacing: each start once the worker is at rest and 30 ms have gone quiet.
+    let figures = run(&["dispatch-latency", "--runs", "2"]);
     let figures = &figures[0];
     for mode in ["supervised", "in_worker"] {
         for shell in ["", "_sh_builtin", "_bash_shell"] {
