@@ -42,6 +42,7 @@ fn run(args: &[&str]) -> Vec<Value> {
     figures
 }
 
+/// The number at `path` in `figures`.
 fn number(figures: &Value, path: &[&str]) -> f64 {
     let mut at = figures;
     for key in path {
@@ -51,7 +52,7 @@ fn number(figures: &Value, path: &[&str]) -> f64 {
         .unwrap_or_else(|| panic!("no number at {path:?} in {figures}"))
 }
 
-/// A figure in milliseconds that was measured: positive and finite.
+/// A figure that was measured (a time, a rate, a size): positive and finite.
 fn measured(figures: &Value, path: &[&str]) {
     let v = number(figures, path);
     assert!(v.is_finite() && v > 0.0, "{path:?} = {v} in {figures}");
