@@ -82,9 +82,9 @@ fn compile(expr: &str) -> Result<Program, ExprError> {
 const COMPILED_MAX: usize = 1024;
 
 /// `expr` compiled, once: a pipeline's condition is asked about at every execution it starts,
-/// and compiling even `true` takes about 45 µs on the development VM against 7 µs to run it
-/// (release build, 5 ms apart). Failures are not kept (a file whose condition does not compile
-/// is refused when it is put).
+/// and compiling and running even `true` takes about 52 µs on the development VM against 7 µs
+/// to run it (release build, 5 ms apart; bench/PERFORMANCE.md). Failures are not kept (a
+/// file whose condition does not compile is refused when it is put).
 fn compiled(expr: &str) -> Result<Arc<Program>, ExprError> {
     static COMPILED: OnceLock<Mutex<HashMap<String, Arc<Program>>>> = OnceLock::new();
     let cache = COMPILED.get_or_init(Mutex::default);
