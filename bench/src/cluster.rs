@@ -16,7 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 /// How long the cluster may take to come up before the bench gives up.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
 
-/// A coordinator with its workers; every process is killed when this is dropped.
+/// A coordinator with its workers; every process is stopped when this is dropped.
 pub struct Cluster {
     /// `http://127.0.0.1:PORT`.
     pub addr: String,
@@ -32,17 +32,25 @@ pub struct Cluster {
     worker_args: Vec<String>,
 }
 
-/// Where the coordinator and worker binaries are: next to this one.
+/// Where the coordinator and worker binaries are: the directory named by `BATON_BENCH_BIN_DIR`
+/// (to measure another build of them, e.g. `bench/pgo.sh`'s) or, by default, next to this one.
 fn bin_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("cannot find the baton-bench binary's path")?;
-    let dir = exe
-        .parent()
-        .context("the baton-bench binary has no parent directory")?
-        .to_path_buf();
+    let (dir, hint) = match std::env::var_os("BATON_BENCH_BIN_DIR") {
+        Some(dir) => (PathBuf::from(dir), "BATON_BENCH_BIN_DIR names"),
+        None => {
+            let exe =
+                std::env::current_exe().context("cannot find the baton-bench binary's path")?;
+            let dir = exe
+                .parent()
+                .context("the baton-bench binary has no parent directory")?
+                .to_path_buf();
+            (dir, "next to baton-bench")
+        }
+    };
     for bin in ["baton-coordinator", "baton-worker"] {
         if !dir.join(bin).exists() {
             bail!(
-                "{} not found next to baton-bench; build them together: \
+                "{} not found ({hint} that directory); build them together: \
                  cargo build --release -p baton-bench -p baton-coordinator -p baton-worker",
                 dir.join(bin).display()
             );
@@ -262,17 +270,42 @@ impl Cluster {
     }
 }
 
+/// How long a process of the cluster gets to exit after SIGTERM before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
 impl Drop for Cluster {
+    /// Asks every worker, then the coordinator, to exit (SIGTERM: an idle worker drains at
+    /// once, the coordinator closes its store), and kills what is still there after
+    /// [`EXIT_GRACE`]. A process that exits on its own runs its exit handlers, so binaries
+    /// built to record a profile (`bench/pgo.sh`) write it.
     fn drop(&mut self) {
-        for child in self
-            .workers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.coordinator))
-        {
-            if let Ok(pid) = i32::try_from(child.id()) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let workers = self.workers.iter_mut().collect::<Vec<_>>();
+        stop_gracefully(workers);
+        stop_gracefully(vec![&mut self.coordinator]);
+    }
+}
+
+/// SIGTERM to each child, then waits for all of them, killing those still running at the
+/// deadline.
+fn stop_gracefully(children: Vec<&mut Child>) {
+    for child in &children {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + EXIT_GRACE;
+    for child in children {
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                // No way to wait on a child with a deadline in std; exit is quick.
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
             }
-            let _ = child.wait();
         }
     }
 }

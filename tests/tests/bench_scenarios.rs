@@ -2,7 +2,9 @@
 //! end (a real coordinator and real workers on loopback, sizes cut down so that a debug build
 //! finishes in seconds) and its figures still show the behaviour they are about. Figures in
 //! time are only checked to be there: the benchmark prints them, it never fails on a slow
-//! machine, and neither does this test.
+//! machine, and neither does this test. With `BATON_BENCH_BIN_DIR` set, the bench starts the
+//! coordinator and worker from that directory instead (CI: the PGO and BOLT build of
+//! `bench/pgo.sh`).
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -221,4 +223,24 @@ fn fleet_holds_simulated_workers_and_still_dispatches() {
     assert_eq!(number(figures, &["pipelines"]), 30.0);
     measured(figures, &["rss_at_rest_mib"]);
     measured(figures, &["dispatch_p50_ms"]);
+}
+
+/// `BATON_BENCH_BIN_DIR` points the bench at another build of the coordinator and worker (CI
+/// runs these scenarios again against `bench/pgo.sh`'s). A directory without them is an error
+/// that names the missing file and where the bench looked, before anything starts.
+#[test]
+fn a_bin_dir_without_the_binaries_is_named_in_the_error() {
+    let empty = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(bench())
+        .env("BATON_BENCH_BIN_DIR", empty.path())
+        .args(["cancel-latency", "--runs", "1"])
+        .output()
+        .expect("run baton-bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "ran without binaries: {stderr}");
+    let missing = empty.path().join("baton-coordinator");
+    assert!(
+        stderr.contains(&missing.display().to_string()) && stderr.contains("BATON_BENCH_BIN_DIR"),
+        "{stderr}"
+    );
 }
