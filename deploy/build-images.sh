@@ -5,6 +5,7 @@
 #
 #   deploy/build-images.sh            # release binaries (cargo build --release)
 #   deploy/build-images.sh --debug    # reuse/make debug binaries (what CI and the tests use)
+#   deploy/build-images.sh --pgo      # coordinator and worker from bench/pgo.sh (target/pgo/bin)
 #
 # Needs: cargo, docker, and busybox-static (`apt-get install busybox-static`; installed here
 # when missing and apt-get is available). With a registry, `docker build -f
@@ -18,7 +19,8 @@ for arg in "$@"; do
   case "$arg" in
     --debug) profile=debug ;;
     --release) profile=release ;;
-    *) echo "usage: $0 [--debug|--release]" >&2; exit 2 ;;
+    --pgo) profile=pgo ;;
+    *) echo "usage: $0 [--debug|--release|--pgo]" >&2; exit 2 ;;
   esac
 done
 
@@ -36,11 +38,22 @@ if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then
 fi
 
 bins=(baton-coordinator baton-worker baton)
-if [ "$profile" = release ]; then
-  cargo build --release --quiet --bin baton-coordinator --bin baton-worker --bin baton
-else
-  cargo build --quiet --bin baton-coordinator --bin baton-worker --bin baton
-fi
+# Where each binary comes from: target/<profile>/, or target/pgo/bin for the optimised two.
+src() { echo "target/$profile/$1"; }
+case "$profile" in
+  release) cargo build --release --quiet --bin baton-coordinator --bin baton-worker --bin baton ;;
+  debug) cargo build --quiet --bin baton-coordinator --bin baton-worker --bin baton ;;
+  pgo)
+    for b in baton-coordinator baton-worker; do
+      if [ ! -x "target/pgo/bin/$b" ]; then
+        echo "target/pgo/bin/$b is missing: build it first with bench/pgo.sh" >&2
+        exit 1
+      fi
+    done
+    cargo build --release --quiet --bin baton
+    src() { case "$1" in baton) echo target/release/baton ;; *) echo "target/pgo/bin/$1" ;; esac; }
+    ;;
+esac
 
 context=target/docker-context
 rm -rf "$context"
@@ -48,9 +61,9 @@ root="$context/rootfs"
 mkdir -p "$root"/{bin,usr/local/bin,etc,tmp,var/lib/baton,var/lib/baton-worker,work,proc,sys,dev}
 chmod 1777 "$root/tmp"
 for b in "${bins[@]}"; do
-  cp "target/$profile/$b" "$root/usr/local/bin/$b"
+  cp "$(src "$b")" "$root/usr/local/bin/$b"
   # Each library at the path the binary's loader looks for it.
-  ldd "target/$profile/$b" | awk '/=> \//{print $3} /^[ \t]*\/[^ ]+ \(/{print $1}' | while read -r lib; do
+  ldd "$(src "$b")" | awk '/=> \//{print $3} /^[ \t]*\/[^ ]+ \(/{print $1}' | while read -r lib; do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
   done
