@@ -36,7 +36,10 @@ pub struct Cluster {
 /// (to measure another build of them, e.g. `bench/pgo.sh`'s) or, by default, next to this one.
 fn bin_dir() -> anyhow::Result<PathBuf> {
     let (dir, hint) = match std::env::var_os("BATON_BENCH_BIN_DIR") {
-        Some(dir) => (PathBuf::from(dir), "BATON_BENCH_BIN_DIR names"),
+        Some(dir) => (
+            PathBuf::from(dir),
+            "BATON_BENCH_BIN_DIR names that directory; bench/pgo.sh fills target/pgo/bin",
+        ),
         None => {
             let exe =
                 std::env::current_exe().context("cannot find the baton-bench binary's path")?;
@@ -44,16 +47,16 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
                 .parent()
                 .context("the baton-bench binary has no parent directory")?
                 .to_path_buf();
-            (dir, "next to baton-bench")
+            (
+                dir,
+                "looked next to baton-bench; build them together: cargo build --release \
+                 -p baton-bench -p baton-coordinator -p baton-worker",
+            )
         }
     };
     for bin in ["baton-coordinator", "baton-worker"] {
         if !dir.join(bin).exists() {
-            bail!(
-                "{} not found ({hint} that directory); build them together: \
-                 cargo build --release -p baton-bench -p baton-coordinator -p baton-worker",
-                dir.join(bin).display()
-            );
+            bail!("{} not found ({hint})", dir.join(bin).display());
         }
     }
     Ok(dir)
