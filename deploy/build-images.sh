@@ -38,8 +38,9 @@ if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then
 fi
 
 bins=(baton-coordinator baton-worker baton)
-# Where each binary comes from: target/<profile>/, or target/pgo/bin for the optimised two.
-src() { echo "target/$profile/$1"; }
+# Where the binaries come from: the coordinator and worker, and the CLI.
+server_dir=target/$profile
+cli_dir=target/$profile
 case "$profile" in
   release) cargo build --release --quiet --bin baton-coordinator --bin baton-worker --bin baton ;;
   debug) cargo build --quiet --bin baton-coordinator --bin baton-worker --bin baton ;;
@@ -51,7 +52,8 @@ case "$profile" in
       fi
     done
     cargo build --release --quiet --bin baton
-    src() { case "$1" in baton) echo target/release/baton ;; *) echo "target/pgo/bin/$1" ;; esac; }
+    server_dir=target/pgo/bin
+    cli_dir=target/release
     ;;
 esac
 
@@ -61,9 +63,10 @@ root="$context/rootfs"
 mkdir -p "$root"/{bin,usr/local/bin,etc,tmp,var/lib/baton,var/lib/baton-worker,work,proc,sys,dev}
 chmod 1777 "$root/tmp"
 for b in "${bins[@]}"; do
-  cp "$(src "$b")" "$root/usr/local/bin/$b"
+  if [ "$b" = baton ]; then from=$cli_dir/$b; else from=$server_dir/$b; fi
+  cp "$from" "$root/usr/local/bin/$b"
   # Each library at the path the binary's loader looks for it.
-  ldd "$(src "$b")" | awk '/=> \//{print $3} /^[ \t]*\/[^ ]+ \(/{print $1}' | while read -r lib; do
+  ldd "$from" | awk '/=> \//{print $3} /^[ \t]*\/[^ ]+ \(/{print $1}' | while read -r lib; do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
   done
