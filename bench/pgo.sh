@@ -18,6 +18,7 @@
 # llvm-NN` (bookworm-security has llvm-22, the LLVM of Rust 1.95), or `rustup component add
 # llvm-tools`, or name it in LLVM_PROFDATA. BOLT needs llvm-bolt and merge-fdata (Debian:
 # `apt-get install bolt-NN`; any recent version), or name their directory in LLVM_BOLT_DIR.
+# Exits with 3 when it finds no such llvm-profdata (CI then skips this build), 1 on other errors.
 # Two release builds (fat LTO) and two training runs: about 12 minutes on 2 cores. Scratch
 # space: target/pgo-train, target/pgo-use.
 set -euo pipefail
@@ -56,7 +57,7 @@ if [ -z "$profdata" ]; then
   echo "pgo.sh: no llvm-profdata of LLVM $llvm_major (rustc's) found." >&2
   echo "  install one: apt-get install llvm-$llvm_major, or rustup component add llvm-tools;" >&2
   echo "  or name it: LLVM_PROFDATA=/path/to/llvm-profdata bench/pgo.sh" >&2
-  exit 1
+  exit 3
 fi
 echo "==> llvm-profdata: $profdata"
 
