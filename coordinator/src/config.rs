@@ -38,6 +38,8 @@ baton_settings::settings! {
         drain_grace: Duration = Duration::ZERO, env "BATON_DRAIN_GRACE";
         /// Log format: `text` or `json`. Default: text.
         log_format: String = "text".to_string(), env "BATON_LOG_FORMAT";
+        /// Lock the coordinator's code in memory (`mlock2`, a page once it is first used), so that a host that pages out memory left idle (DAMON, a balloon, `memory.reclaim`) cannot make the first request after a quiet spell read the request path back from disk. Needs a memlock limit as large as the binary (`ulimit -l`); with less, part is locked and a warning says what to raise. Default: true.
+        lock_code: bool = true, env "BATON_LOCK_CODE";
         /// Server certificate (PEM); with `tls_key_file`, serves TLS only. Default: none (plaintext).
         tls_cert_file: Option<PathBuf> = None, env "BATON_TLS_CERT_FILE";
         /// Server private key (PEM). Default: none.

@@ -13,6 +13,7 @@ mod error;
 mod job_dir;
 mod prepared;
 pub mod proc_group;
+pub mod resident;
 pub mod runner;
 pub mod seams;
 mod session;

@@ -78,6 +78,7 @@ async fn worker_task() -> ExitCode {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
+    baton_worker::resident::lock_worker(config.lock_code);
     let shutdown = Shutdown::new();
     if let Err(err) = watch_signals(shutdown.clone()) {
         eprintln!("baton-worker: cannot install signal handlers: {err}");

@@ -185,6 +185,7 @@ fn spawn(exe: &Path, work_dir: Option<&Path>) -> std::io::Result<Standby> {
             crate::cgroup::BASE_ENV,
             crate::cgroup::base_for_supervisor(),
         )
+        .env(crate::resident::LOCK_ENV, crate::resident::for_supervisor())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         // Until it has a job directory (and so a `supervisor.log`) it has nothing to say.

@@ -231,6 +231,7 @@ async fn start(
             crate::cgroup::BASE_ENV,
             crate::cgroup::base_for_supervisor(),
         )
+        .env(crate::resident::LOCK_ENV, crate::resident::for_supervisor())
         .stdin(Stdio::null())
         // The doorbell: a byte after each spool record (see the supervisor's `bell`).
         .stdout(Stdio::piped())

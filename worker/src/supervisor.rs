@@ -75,6 +75,7 @@ fn run(dir: Option<&Path>, work_dir: Option<&Path>) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
+    crate::resident::lock_supervisor();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

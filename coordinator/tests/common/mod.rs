@@ -91,6 +91,11 @@ impl Coordinator {
         }
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILLs the process and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

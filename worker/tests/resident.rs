@@ -1,0 +1,63 @@
+//! A worker keeps its code locked in memory (`lock_code`, on by default) from its start, before
+//! it first reaches its coordinator; `--lock-code false` leaves it to the kernel.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_baton-worker");
+
+/// `VmLck` of `/proc/PID/status` in KiB: the size of the process's locked mappings.
+fn locked_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmLck in {status}"))
+}
+
+/// Starts a worker whose coordinator is not there, waits for its first failed attempt to
+/// reach it (after its start-up, locking included) and returns its locked KiB.
+fn locked_at_first_connect(extra: &[&str]) -> u64 {
+    let work = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let mut child = Command::new(BIN)
+        .args(["--coordinator", &format!("http://127.0.0.1:{port}")])
+        .arg("--work-dir")
+        .arg(work.path())
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        // The worker logs to its standard output.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn baton-worker");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut log = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("a log line");
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("cannot reach the coordinator") {
+            break;
+        }
+    }
+    let locked = locked_kib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        log.contains("cannot reach the coordinator"),
+        "the worker ended before trying its coordinator:\n{log}"
+    );
+    locked
+}
+
+#[test]
+fn a_workers_code_is_locked_in_memory_unless_told_not_to() {
+    assert!(locked_at_first_connect(&[]) > 0, "nothing locked");
+    assert_eq!(locked_at_first_connect(&["--lock-code", "false"]), 0);
+}
