@@ -96,6 +96,19 @@ fn at_rest(dir: &std::path::Path) -> bool {
 }
 
 impl Cluster {
+    /// Pages out the file-backed memory of the cluster's processes (`--page-out`, see
+    /// `page_out.rs`).
+    pub fn page_out(&self) -> anyhow::Result<u64> {
+        let bin_dir = self
+            .bin_dir
+            .canonicalize()
+            .unwrap_or_else(|_| self.bin_dir.clone());
+        let pids = crate::page_out::cluster_pids(&bin_dir, self.dir.path());
+        crate::page_out::page_out(&pids).context(
+            "--page-out: process_madvise(MADV_PAGEOUT) was refused; it needs CAP_SYS_NICE (run as root)",
+        )
+    }
+
     /// Starts a coordinator (durable sled store in a temp dir) and waits until it answers.
     pub async fn start() -> anyhow::Result<Cluster> {
         let bin_dir = bin_dir()?;

@@ -9,6 +9,7 @@
 mod cluster;
 mod floor;
 mod marks;
+mod page_out;
 mod scenarios;
 mod sim_worker;
 mod stats;
@@ -62,6 +63,11 @@ enum Scenario {
         /// right after the start, the machine still warm from it).
         #[arg(long, default_value_t = IDLE_MS)]
         idle_ms: u64,
+        /// Right before each cancel, page out the file-backed memory (code, libraries) of the
+        /// cluster's processes, as a host that reclaims idle memory does after a quiet spell
+        /// (needs CAP_SYS_NICE). What `lock_code` keeps stays.
+        #[arg(long)]
+        page_out: bool,
     },
     /// StartPipelineExecution -> the job's first instruction on an idle worker.
     DispatchLatency {
@@ -77,6 +83,11 @@ enum Scenario {
         /// worker is at rest.
         #[arg(long, conflicts_with = "idle_ms")]
         back_to_back: bool,
+        /// Right before each start, page out the file-backed memory (code, libraries) of the
+        /// cluster's processes, as a host that reclaims idle memory does after a quiet spell
+        /// (needs CAP_SYS_NICE). What `lock_code` keeps stays.
+        #[arg(long)]
+        page_out: bool,
     },
     /// Executions and job state changes per second through a 3-stage PARALLEL pipeline.
     Throughput {
@@ -134,20 +145,25 @@ async fn run(scenario: Scenario) -> anyhow::Result<Vec<serde_json::Value>> {
             })
             .await?,
         ],
-        Scenario::CancelLatency { runs, idle_ms } => {
-            vec![scenarios::latency::cancel(runs, Duration::from_millis(idle_ms)).await?]
+        Scenario::CancelLatency {
+            runs,
+            idle_ms,
+            page_out,
+        } => {
+            vec![scenarios::latency::cancel(runs, Duration::from_millis(idle_ms), page_out).await?]
         }
         Scenario::DispatchLatency {
             runs,
             idle_ms,
             back_to_back,
+            page_out,
         } => {
             let pace = match (back_to_back, idle_ms) {
                 (true, _) => scenarios::latency::Pace::BackToBack,
                 (false, 0) => scenarios::latency::Pace::AtRest,
                 (false, ms) => scenarios::latency::Pace::Idle(Duration::from_millis(ms)),
             };
-            vec![scenarios::latency::dispatch(runs, pace).await?]
+            vec![scenarios::latency::dispatch(runs, pace, page_out).await?]
         }
         Scenario::Throughput {
             executions,
@@ -197,10 +213,11 @@ async fn run(scenario: Scenario) -> anyhow::Result<Vec<serde_json::Value>> {
                     settle: interval + Duration::from_millis(50),
                 })
                 .await?,
-                scenarios::latency::cancel(50, Duration::from_millis(IDLE_MS)).await?,
+                scenarios::latency::cancel(50, Duration::from_millis(IDLE_MS), false).await?,
                 scenarios::latency::dispatch(
                     100,
                     scenarios::latency::Pace::Idle(Duration::from_millis(IDLE_MS)),
+                    false,
                 )
                 .await?,
                 scenarios::throughput::run(scenarios::throughput::Runners::Real, 300, 2, 16, 16)

@@ -162,6 +162,36 @@ fn cancel_latency_measures_every_trigger_job_mode_and_job() {
 }
 
 #[test]
+fn cancel_latency_after_a_page_out_measures_every_cancel_or_says_what_it_needs() {
+    // Paging out another process's memory needs CAP_SYS_NICE: root has it (CI runs as root).
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    let args = ["cancel-latency", "--runs", "1", "--page-out"];
+    if !root {
+        let out = std::process::Command::new(bench())
+            .args(args)
+            .output()
+            .expect("run baton-bench");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || stderr.contains("CAP_SYS_NICE"),
+            "{stderr}"
+        );
+        return;
+    }
+    let figures = run(&args);
+    let figures = &figures[0];
+    assert_eq!(figures["page_out"], Value::Bool(true));
+    for trigger in ["auto_cancel", "stop_abandon"] {
+        for mode in ["", "_in_worker"] {
+            measured(figures, &[&format!("{trigger}{mode}"), "p50_ms"]);
+        }
+    }
+}
+
+#[test]
 fn dispatch_latency_measures_every_job_mode_and_shell() {
     // The default pacing: each start once the worker is at rest and 30 ms have gone quiet.
     let figures = run(&["dispatch-latency", "--runs", "2"]);

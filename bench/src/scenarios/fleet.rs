@@ -67,6 +67,7 @@ pub async fn run(opts: Fleet) -> anyhow::Result<serde_json::Value> {
         "bench-fleet-dispatch",
         opts.runs,
         Pace::AtRest,
+        false,
     )
     .await?;
     let startup = marks

@@ -25,14 +25,22 @@ const JOB_MODES: [(&str, &[&str]); 2] = [
 
 /// From StartPipelineExecution to the job's first instruction, on an idle worker, `runs` times,
 /// with jobs under a supervisor and inside the worker, each with the default shell running a
-/// bash script and with a bash shell whose step is the mark itself.
-pub async fn dispatch(runs: usize, pace: Pace) -> anyhow::Result<serde_json::Value> {
-    let pace_name = match pace {
+/// bash script and with a bash shell whose step is the mark itself. With `page_out`, the
+/// cluster's code is paged out right before each start (see `page_out.rs`).
+pub async fn dispatch(
+    runs: usize,
+    pace: Pace,
+    page_out: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let mut pace_name = match pace {
         Pace::Idle(quiet) => format!("machine idle {} ms", quiet.as_millis()),
         Pace::AtRest => "worker at rest, machine warm".to_string(),
         Pace::BackToBack => "back to back".to_string(),
     };
-    let mut out = json!({ "scenario": "dispatch-latency", "runs": runs, "pace": pace_name });
+    if page_out {
+        pace_name.push_str(", code paged out");
+    }
+    let mut out = json!({ "scenario": "dispatch-latency", "runs": runs, "pace": pace_name, "page_out": page_out });
     if let Pace::Idle(quiet) = pace {
         out["idle_ms"] = json!(quiet.as_millis() as u64);
     }
@@ -53,7 +61,8 @@ pub async fn dispatch(runs: usize, pace: Pace) -> anyhow::Result<serde_json::Val
                 &marks.quick_step(shell),
             );
             cluster.put_pipeline(&yaml).await?;
-            let figures = dispatch_runs(&cluster, &marks, "bench-dispatch", runs, pace).await?;
+            let figures =
+                dispatch_runs(&cluster, &marks, "bench-dispatch", runs, pace, page_out).await?;
             let startup = marks.local_startup_ms(runs.min(50), shell).await?;
             print_dispatch(
                 &format!(
@@ -120,6 +129,7 @@ pub async fn dispatch_runs(
     pipeline: &str,
     runs: usize,
     pace: Pace,
+    page_out: bool,
 ) -> anyhow::Result<DispatchFigures> {
     let watcher = Watcher::start(cluster, pipeline).await?;
     let mut probe = FloorProbe::open(&cluster.dir.path().join(pipeline))?;
@@ -137,6 +147,9 @@ pub async fn dispatch_runs(
             Pace::BackToBack => {}
         }
         let commit = format!("{pipeline}-{i}");
+        if page_out {
+            cluster.page_out()?;
+        }
         let t0 = now_epoch();
         let id = start(cluster, pipeline, "main", &commit).await?;
         call.push((now_epoch() - t0) * 1000.0);
@@ -195,11 +208,16 @@ pub fn print_dispatch(title: &str, figures: &DispatchFigures, startup: &[f64], s
 /// under a supervisor and inside the worker, each job either a signal recorder (the moment the
 /// signal arrives) or a bash trap (the moment bash runs its trap). Each cancel comes `idle`
 /// after the job started (the floor probes in the middle of that quiet), or right after its
-/// start when `idle` is zero.
-pub async fn cancel(runs: usize, idle: Duration) -> anyhow::Result<serde_json::Value> {
+/// start when `idle` is zero. With `page_out`, the cluster's code is paged out right before
+/// each cancel (see `page_out.rs`).
+pub async fn cancel(
+    runs: usize,
+    idle: Duration,
+    page_out: bool,
+) -> anyhow::Result<serde_json::Value> {
     let mut table = Table::new(&["trigger", "jobs", "job", "runs", "p50", "p99", "max"]);
     let idle_ms = idle.as_millis() as u64;
-    let mut out = json!({ "scenario": "cancel-latency", "runs": runs, "idle_ms": idle_ms });
+    let mut out = json!({ "scenario": "cancel-latency", "runs": runs, "idle_ms": idle_ms, "page_out": page_out });
     for (i, (mode, args)) in JOB_MODES.iter().enumerate() {
         let mut cluster = Cluster::start().await?;
         cluster.worker_args(args);
@@ -231,7 +249,7 @@ pub async fn cancel(runs: usize, idle: Duration) -> anyhow::Result<serde_json::V
             );
             let suffix = format!("{}{job_key}", if i == 0 { "" } else { "_in_worker" });
             cluster.put_pipeline(&auto).await?;
-            let figures = cancel_by_newer(&cluster, &marks, &cancel, runs, idle).await?;
+            let figures = cancel_by_newer(&cluster, &marks, &cancel, runs, idle, page_out).await?;
             table.row(row(
                 "newer revision (auto-cancel running)",
                 mode,
@@ -242,7 +260,7 @@ pub async fn cancel(runs: usize, idle: Duration) -> anyhow::Result<serde_json::V
             let yaml = one_stage_pipeline(&stop, "", "", "pool: real", &step);
             cluster.put_pipeline(&yaml).await?;
             let (figures, calls, floor) =
-                cancel_by_stop(&cluster, &marks, &stop, runs, idle).await?;
+                cancel_by_stop(&cluster, &marks, &stop, runs, idle, page_out).await?;
             table.row(row("StopPipelineExecution(abandon)", mode, job, &figures));
             table.row(row(
                 "  of which the call (durable, answered)",
@@ -259,10 +277,13 @@ pub async fn cancel(runs: usize, idle: Duration) -> anyhow::Result<serde_json::V
             out[format!("floor_flush{suffix}")] = summary(&floor.flush);
         }
     }
-    let pace = match idle_ms {
+    let mut pace = match idle_ms {
         0 => "right after the job started, machine warm".to_string(),
         ms => format!("job running, machine idle {ms} ms"),
     };
+    if page_out {
+        pace.push_str(", code paged out");
+    }
     println!("\ncancel-latency ({pace}): request -> SIGTERM seen by the older job's process group");
     table.print();
     Ok(out)
@@ -308,6 +329,7 @@ async fn cancel_by_newer(
     pipeline: &str,
     runs: usize,
     idle: Duration,
+    page_out: bool,
 ) -> anyhow::Result<Vec<f64>> {
     let watcher = Watcher::start(cluster, pipeline).await?;
     let mut figures = Vec::with_capacity(runs);
@@ -317,6 +339,9 @@ async fn cancel_by_newer(
         marks.wait("start", &old, WAIT).await?;
         // The same quiet as a stop run's, which probes the floor in its middle.
         tokio::time::sleep(idle * 2).await;
+        if page_out {
+            cluster.page_out()?;
+        }
         let t0 = now_epoch();
         let new_id = start(cluster, pipeline, "main", &new).await?;
         let term = marks.wait("term", &old, WAIT).await?;
@@ -336,6 +361,7 @@ async fn cancel_by_stop(
     pipeline: &str,
     runs: usize,
     idle: Duration,
+    page_out: bool,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>, Floor)> {
     let watcher = Watcher::start(cluster, pipeline).await?;
     let mut probe = FloorProbe::open(&cluster.dir.path().join(pipeline))?;
@@ -347,6 +373,9 @@ async fn cancel_by_stop(
         marks.wait("start", &commit, WAIT).await?;
         if !idle.is_zero() {
             probe.probe_amid_quiet(cluster, idle).await?;
+        }
+        if page_out {
+            cluster.page_out()?;
         }
         let t0 = now_epoch();
         abandon(cluster, &id).await?;

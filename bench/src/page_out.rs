@@ -1,0 +1,123 @@
+//! `--page-out`: what a host that reclaims idle memory does to an idle coordinator and worker
+//! (DAMON's `pageout` scheme pages out what has not been touched for a while, a balloon takes
+//! it back), done on purpose right before a measurement: every file-backed page of the
+//! cluster's processes (their code, read-only data and libraries) is paged out with
+//! `process_madvise(MADV_PAGEOUT)`, as the kernel's reclaim would. Pages a process has locked
+//! (`lock_code`) stay; the rest has to be read back from disk on the way.
+
+use std::path::Path;
+
+/// The processes of the cluster in `dir` started from `bin_dir` (coordinator, workers and job
+/// supervisors: each names a path under `dir` on its command line).
+pub fn cluster_pids(bin_dir: &Path, dir: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let dir = dir.to_string_lossy().into_owned();
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            exe.parent() == Some(bin_dir) && String::from_utf8_lossy(&cmdline).contains(&dir)
+        })
+        .collect()
+}
+
+/// Pages out the file-backed mappings of `pids`; returns the bytes of mappings advised (not
+/// all of them were in memory). Needs the right to ptrace them (the bench started them) and,
+/// on most kernels, CAP_SYS_NICE.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub fn page_out(pids: &[i32]) -> std::io::Result<u64> {
+    let mut advised = 0;
+    for &pid in pids {
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            continue; // gone since it was listed
+        };
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if pidfd < 0 {
+            continue;
+        }
+        for (start, end) in maps.lines().filter_map(file_mapping) {
+            let range = libc::iovec {
+                iov_base: start as *mut libc::c_void,
+                iov_len: (end - start) as usize,
+            };
+            // SAFETY: process_madvise reads the one iovec passed (an address range of the
+            // other process, which it does not dereference in ours).
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_process_madvise,
+                    pidfd,
+                    &range as *const libc::iovec,
+                    1usize,
+                    libc::MADV_PAGEOUT,
+                    0u32,
+                )
+            };
+            if rc < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.raw_os_error() == Some(libc::EINVAL) {
+                    // A locked mapping (`lock_code`): reclaim leaves it, and so does this.
+                    continue;
+                }
+                // SAFETY: closes the descriptor opened above, used nowhere else.
+                unsafe { libc::close(pidfd as i32) };
+                return Err(err);
+            }
+            advised += rc as u64;
+        }
+        // SAFETY: as above.
+        unsafe { libc::close(pidfd as i32) };
+    }
+    Ok(advised)
+}
+
+/// Elsewhere: not done.
+#[cfg(not(target_os = "linux"))]
+pub fn page_out(_pids: &[i32]) -> std::io::Result<u64> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "--page-out needs Linux",
+    ))
+}
+
+/// `start-end perms offset dev inode /path`: the range, when it maps a file.
+fn file_mapping(line: &str) -> Option<(u64, u64)> {
+    let mut fields = line.split_whitespace();
+    let range = fields.next()?;
+    let inode = fields.nth(3)?;
+    let path = fields.next()?;
+    if inode == "0" || !path.starts_with('/') {
+        return None;
+    }
+    let (start, end) = range.split_once('-')?;
+    Some((
+        u64::from_str_radix(start, 16).ok()?,
+        u64::from_str_radix(end, 16).ok()?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_file_mappings_are_paged_out() {
+        assert_eq!(
+            file_mapping("55d0c0100000-55d0c0500000 r-xp 00100000 fe:00 123 /usr/bin/baton-worker"),
+            Some((0x55d0c0100000, 0x55d0c0500000))
+        );
+        assert_eq!(
+            file_mapping("55d0c1000000-55d0c2000000 rw-p 00000000 00:00 0 [heap]"),
+            None
+        );
+        assert_eq!(
+            file_mapping("7f0000000000-7f0000001000 rw-p 00000000 00:00 0"),
+            None
+        );
+    }
+}
