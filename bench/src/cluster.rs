@@ -104,6 +104,7 @@ impl Cluster {
             .canonicalize()
             .unwrap_or_else(|_| self.bin_dir.clone());
         let pids = crate::page_out::cluster_pids(&bin_dir, self.dir.path());
+        crate::page_out::drop_job_shells();
         crate::page_out::page_out(&pids).context(
             "--page-out: process_madvise(MADV_PAGEOUT) was refused; it needs CAP_SYS_NICE (run as root)",
         )

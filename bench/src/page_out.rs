@@ -3,7 +3,8 @@
 //! it back), done on purpose right before a measurement: every file-backed page of the
 //! cluster's processes (their code, read-only data and libraries) is paged out with
 //! `process_madvise(MADV_PAGEOUT)`, as the kernel's reclaim would. Pages a process has locked
-//! (`lock_code`) stay; the rest has to be read back from disk on the way.
+//! (`lock_code`) stay; the rest has to be read back from disk on the way. So does the page
+//! cache of the jobs' shells (`sh`, `bash`) unless a process maps them.
 
 use std::path::Path;
 
@@ -75,6 +76,30 @@ pub fn page_out(pids: &[i32]) -> std::io::Result<u64> {
     }
     Ok(advised)
 }
+
+/// Drops the page cache of the programs the jobs start (`sh` and `bash` on PATH), as the same
+/// reclaim would between two jobs: pages some process maps (a worker's `lock_code` maps and
+/// locks its shell) stay.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub fn drop_job_shells() {
+    use std::os::fd::AsRawFd;
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    for program in ["sh", "bash"] {
+        let Some(file) = std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find_map(|p| std::fs::File::open(p).ok())
+        else {
+            continue;
+        };
+        // SAFETY: advice on an open file's page cache; no memory of ours is involved.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+}
+
+/// Elsewhere: not done.
+#[cfg(not(target_os = "linux"))]
+pub fn drop_job_shells() {}
 
 /// Elsewhere: not done.
 #[cfg(not(target_os = "linux"))]

@@ -126,6 +126,55 @@ pub fn lock_code() -> Locked {
     }
 }
 
+/// Maps the whole of the file at `path` read-only and locks it in memory for the rest of the
+/// process's life (the mapping is never unmapped): for a program this process does not run
+/// itself but starts often, such as a worker's shell, whose pages would otherwise be paged out
+/// between jobs. Returns the bytes locked (the file's size, which counts against the memlock
+/// limit).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub fn lock_file(path: &std::path::Path) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    // SAFETY: a new read-only shared mapping of an open file; the kernel picks the address and
+    // nothing of ours is read or written. The mapping outlives `file` (mappings hold their own
+    // reference) and is deliberately never unmapped.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len as usize,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: locks (and reads in) the pages of the mapping just made.
+    if unsafe { libc::mlock(addr, len as usize) } != 0 {
+        let err = io::Error::last_os_error();
+        // SAFETY: unmaps the mapping just made, used nowhere else.
+        unsafe { libc::munmap(addr, len as usize) };
+        return Err(err);
+    }
+    Ok(len)
+}
+
+/// Elsewhere: not done.
+#[cfg(not(target_os = "linux"))]
+pub fn lock_file(_path: &std::path::Path) -> io::Result<u64> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "locking files in memory is only done on Linux",
+    ))
+}
+
 /// Locks `len` bytes at `start`, or when that is refused, the longest prefix of it (halving
 /// down to one page) that is allowed: returns the bytes locked and, when not all, the refusal.
 #[cfg(target_os = "linux")]

@@ -473,6 +473,12 @@ pub(crate) fn find_program_ahead(program: &str) {
     let _ = program_path(program);
 }
 
+/// [`program_path`] as a path.
+pub(crate) fn program_on_path(program: &str) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    program_path(program).map(|p| PathBuf::from(OsString::from_vec(p.into_bytes())))
+}
+
 /// `program`'s path: as given when it holds a `/`, else the first on PATH (the standard
 /// library's spawn searches the same way). The last answer is kept: a worker runs every step
 /// with the same shell.

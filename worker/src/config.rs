@@ -54,7 +54,7 @@ baton_settings::settings! {
         shell: String = DEFAULT_SHELL.to_string(), env "BATON_WORKER_SHELL";
         /// Log format: `text` or `json` (filter with `RUST_LOG`, e.g. `RUST_LOG=baton_worker=debug`). Default: text.
         log_format: String = "text".to_string(), env "BATON_LOG_FORMAT";
-        /// Lock the code of the worker and of its job supervisors in memory (`mlock2`, a page once it is first used), so that a host that pages out memory left idle (DAMON, a balloon, `memory.reclaim`) cannot make the first job or cancel after a quiet spell read that code back from disk. Needs a memlock limit as large as the binary (`ulimit -l`); with less, part is locked and a warning says what to raise. Default: true.
+        /// Lock the code of the worker and of its job supervisors in memory (`mlock2`, a page once it is first used), and the whole program of `shell` (e.g. `/bin/sh`), so that a host that pages out memory left idle (DAMON, a balloon, `memory.reclaim`) cannot make the first job or cancel after a quiet spell read that code back from disk. Needs a memlock limit as large as the binary (`ulimit -l`); with less, part is locked and a warning says what to raise. Default: true.
         lock_code: bool = true, env "BATON_WORKER_LOCK_CODE";
     }
 }

@@ -78,7 +78,8 @@ async fn worker_task() -> ExitCode {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    baton_worker::resident::lock_worker(config.lock_code);
+    let shell = config.shell_words();
+    baton_worker::resident::lock_worker(config.lock_code, shell.first().map(String::as_str));
     let shutdown = Shutdown::new();
     if let Err(err) = watch_signals(shutdown.clone()) {
         eprintln!("baton-worker: cannot install signal handlers: {err}");

@@ -16,9 +16,20 @@ fn locked_kib(pid: u32) -> u64 {
         .unwrap_or_else(|| panic!("no VmLck in {status}"))
 }
 
+/// The file `sh` names on PATH (a symbolic link followed), as `/proc/PID/maps` shows it.
+fn shell_file() -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("sh"))
+        .find(|p| p.is_file())
+        .and_then(|p| p.canonicalize().ok())
+        .expect("sh on PATH")
+}
+
 /// Starts a worker whose coordinator is not there, waits for its first failed attempt to
-/// reach it (after its start-up, locking included) and returns its locked KiB.
-fn locked_at_first_connect(extra: &[&str]) -> u64 {
+/// reach it (after its start-up, locking included) and returns its locked KiB and whether it
+/// maps its shell's program.
+fn locked_at_first_connect(extra: &[&str]) -> (u64, bool) {
     let work = tempfile::tempdir().expect("temp dir");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -47,17 +58,30 @@ fn locked_at_first_connect(extra: &[&str]) -> u64 {
         }
     }
     let locked = locked_kib(child.id());
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", child.id())).expect("maps");
+    let shell_mapped = maps
+        .lines()
+        .any(|l| l.ends_with(&*shell_file().to_string_lossy()));
     let _ = child.kill();
     let _ = child.wait();
     assert!(
         log.contains("cannot reach the coordinator"),
         "the worker ended before trying its coordinator:\n{log}"
     );
-    locked
+    (locked, shell_mapped)
 }
 
 #[test]
-fn a_workers_code_is_locked_in_memory_unless_told_not_to() {
-    assert!(locked_at_first_connect(&[]) > 0, "nothing locked");
-    assert_eq!(locked_at_first_connect(&["--lock-code", "false"]), 0);
+fn a_workers_code_and_its_shell_are_locked_in_memory_unless_told_not_to() {
+    let (locked, shell_mapped) = locked_at_first_connect(&[]);
+    assert!(locked > 0, "nothing locked");
+    assert!(
+        shell_mapped,
+        "the shell's program {:?} is not mapped",
+        shell_file()
+    );
+    assert_eq!(
+        locked_at_first_connect(&["--lock-code", "false"]),
+        (0, false)
+    );
 }
