@@ -4,8 +4,9 @@
 //! cgroup's `memory.reclaim`) drops the pages of a program's code that have not run for a while,
 //! even with gigabytes free. A coordinator or worker that sat idle between two pushes then reads
 //! its request path back from disk, page by page, before it can answer: on the development VM,
-//! where pages idle for 60 s are paged out, a cancel took 4–14 ms instead of 1.2–1.5 ms once its
-//! code had been paged out (bench/PERFORMANCE.md).
+//! where pages idle for 60 s are paged out, a stop took 25 ms instead of 1.1–1.3 ms to reach its
+//! job once the processes' code had been paged out (`baton-bench cancel-latency --page-out`,
+//! bench/PERFORMANCE.md).
 //!
 //! [`lock_code`] locks every read-only file mapping of the process (its executable's code and
 //! read-only data, and the shared libraries it loaded) with `mlock2(MLOCK_ONFAULT)`: a page is
