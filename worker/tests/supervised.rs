@@ -493,3 +493,19 @@ async fn a_standby_not_told_the_work_dir_gets_its_files_made_when_the_job_comes(
     assert_eq!(supervisor.trim(), standby.to_string());
     assert!(h.standby_dirs().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_supervisor_keeps_its_code_locked_in_memory() {
+    // The worker's `lock_code` (default true) reaches its supervisors in BATON_WORKER_LOCK_CODE;
+    // a standby locks at its start, before it makes its job directory ahead.
+    let h = Harness::new();
+    h.prepared().await;
+    let pid = h.launcher.standby_pid().expect("a standby is ready");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let locked: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmLck");
+    assert!(locked > 0, "the standby locked nothing:\n{status}");
+}
