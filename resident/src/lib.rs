@@ -51,7 +51,7 @@ impl Locked {
                 format!(
                     "code locked in memory: {:.1} of {:.1} MiB of mappings, then: {err} (memlock \
                      limit {limit}); raise the limit (`ulimit -l unlimited`, systemd \
-                     `LimitMEMLOCK=infinity`, Docker `--ulimit memlock=-1`) so that none of it is \
+                     `LimitMEMLOCK=infinity`, Docker `--cap-add IPC_LOCK`) so that none of it is \
                      read back from disk after a quiet spell, or set lock_code to false",
                     mib(self.locked),
                     mib(self.wanted)
