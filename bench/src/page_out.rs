@@ -32,16 +32,22 @@ pub fn cluster_pids(bin_dir: &Path, dir: &Path) -> Vec<i32> {
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 pub fn page_out(pids: &[i32]) -> std::io::Result<u64> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let mut advised = 0;
     for &pid in pids {
         let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
             continue; // gone since it was listed
         };
         // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if pidfd < 0 {
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let Ok(raw) = i32::try_from(raw) else {
             continue;
+        };
+        if raw < 0 {
+            continue; // gone since it was listed
         }
+        // SAFETY: a descriptor just opened and owned by nothing else; closed when dropped.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
         for (start, end) in maps.lines().filter_map(file_mapping) {
             let range = libc::iovec {
                 iov_base: start as *mut libc::c_void,
@@ -52,7 +58,7 @@ pub fn page_out(pids: &[i32]) -> std::io::Result<u64> {
             let rc = unsafe {
                 libc::syscall(
                     libc::SYS_process_madvise,
-                    pidfd,
+                    pidfd.as_raw_fd(),
                     &range as *const libc::iovec,
                     1usize,
                     libc::MADV_PAGEOUT,
@@ -65,14 +71,10 @@ pub fn page_out(pids: &[i32]) -> std::io::Result<u64> {
                     // A locked mapping (`lock_code`): reclaim leaves it, and so does this.
                     continue;
                 }
-                // SAFETY: closes the descriptor opened above, used nowhere else.
-                unsafe { libc::close(pidfd as i32) };
                 return Err(err);
             }
             advised += rc as u64;
         }
-        // SAFETY: as above.
-        unsafe { libc::close(pidfd as i32) };
     }
     Ok(advised)
 }
