@@ -59,7 +59,8 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
             bail!("{} not found ({hint})", dir.join(bin).display());
         }
     }
-    Ok(dir)
+    // As `/proc/PID/exe` names the processes started from it (see `page_out`).
+    Ok(dir.canonicalize().unwrap_or(dir))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -99,11 +100,7 @@ impl Cluster {
     /// Pages out the file-backed memory of the cluster's processes (`--page-out`, see
     /// `page_out.rs`).
     pub fn page_out(&self) -> anyhow::Result<u64> {
-        let bin_dir = self
-            .bin_dir
-            .canonicalize()
-            .unwrap_or_else(|_| self.bin_dir.clone());
-        let pids = crate::page_out::cluster_pids(&bin_dir, self.dir.path());
+        let pids = crate::page_out::cluster_pids(&self.bin_dir, self.dir.path());
         crate::page_out::drop_job_shells();
         crate::page_out::page_out(&pids).context(
             "--page-out: process_madvise(MADV_PAGEOUT) was refused; it needs CAP_SYS_NICE (run as root)",

@@ -48,10 +48,10 @@ pub fn page_out(pids: &[i32]) -> std::io::Result<u64> {
         }
         // SAFETY: a descriptor just opened and owned by nothing else; closed when dropped.
         let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
-        for (start, end) in maps.lines().filter_map(file_mapping) {
+        for mapping in baton_resident::file_mappings(&maps) {
             let range = libc::iovec {
-                iov_base: start as *mut libc::c_void,
-                iov_len: (end - start) as usize,
+                iov_base: mapping.start as *mut libc::c_void,
+                iov_len: mapping.len() as usize,
             };
             // SAFETY: process_madvise reads the one iovec passed (an address range of the
             // other process, which it does not dereference in ours).
@@ -110,41 +110,4 @@ pub fn page_out(_pids: &[i32]) -> std::io::Result<u64> {
         std::io::ErrorKind::Unsupported,
         "--page-out needs Linux",
     ))
-}
-
-/// `start-end perms offset dev inode /path`: the range, when it maps a file.
-fn file_mapping(line: &str) -> Option<(u64, u64)> {
-    let mut fields = line.split_whitespace();
-    let range = fields.next()?;
-    let inode = fields.nth(3)?;
-    let path = fields.next()?;
-    if inode == "0" || !path.starts_with('/') {
-        return None;
-    }
-    let (start, end) = range.split_once('-')?;
-    Some((
-        u64::from_str_radix(start, 16).ok()?,
-        u64::from_str_radix(end, 16).ok()?,
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_file_mappings_are_paged_out() {
-        assert_eq!(
-            file_mapping("55d0c0100000-55d0c0500000 r-xp 00100000 fe:00 123 /usr/bin/baton-worker"),
-            Some((0x55d0c0100000, 0x55d0c0500000))
-        );
-        assert_eq!(
-            file_mapping("55d0c1000000-55d0c2000000 rw-p 00000000 00:00 0 [heap]"),
-            None
-        );
-        assert_eq!(
-            file_mapping("7f0000000000-7f0000001000 rw-p 00000000 00:00 0"),
-            None
-        );
-    }
 }

@@ -6,16 +6,6 @@ mod common;
 
 use common::Coordinator;
 
-/// A field of `/proc/PID/status` in KiB (`VmLck`: the size of the locked mappings).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in {status}"))
-}
-
 /// Locked KiB of the process's executable code mappings that are in memory (`smaps`).
 fn locked_code_kib(pid: u32) -> u64 {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
@@ -68,7 +58,7 @@ async fn the_coordinators_code_stays_locked_in_memory() {
     // VmLck counts each locked mapping whole; of its code, the pages it has run are in memory
     // and locked. Under a memlock limit smaller than the binary (not root, no CAP_IPC_LOCK)
     // only a first part is locked, and the coordinator says so in a warning.
-    let locked = status_kib(pid, "VmLck");
+    let locked = baton_resident::locked_kib(pid).expect("VmLck");
     assert!(locked > 0, "nothing locked");
     if unlimited(pid) {
         let exe_size = std::fs::metadata(common::BIN).expect("binary").len() / 1024;
@@ -86,6 +76,6 @@ async fn the_coordinators_code_stays_locked_in_memory() {
     let mut unlocked = Coordinator::new(data.path(), &["--lock-code", "false"]);
     unlocked.start().await;
     let pid = unlocked.pid().expect("running");
-    assert_eq!(status_kib(pid, "VmLck"), 0);
+    assert_eq!(baton_resident::locked_kib(pid).expect("VmLck"), 0);
     assert_eq!(locked_code_kib(pid), 0);
 }

@@ -17,7 +17,7 @@
 
 mod maps;
 
-pub use maps::{Mapping, code_mappings};
+pub use maps::{Mapping, code_mappings, file_mappings};
 
 use std::io;
 
@@ -59,6 +59,17 @@ impl Locked {
             }
         }
     }
+}
+
+/// What process `pid` has locked, in KiB, as the kernel counts it (`VmLck` of
+/// `/proc/PID/status`: each locked mapping whole).
+pub fn locked_kib(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no VmLck in /proc/{pid}/status")))
 }
 
 /// [`lock_code`], then one log line: at `info` when everything is locked, at `warn` with what

@@ -1,4 +1,5 @@
-//! Which mappings of `/proc/self/maps` hold code: the pure part of [`crate::lock_code`].
+//! The file mappings of a `/proc/PID/maps`, and which of them hold code: the pure part of
+//! [`crate::lock_code`].
 
 use std::path::Path;
 
@@ -13,6 +14,8 @@ pub struct Mapping {
     pub path: String,
     /// True for an executable mapping.
     pub exec: bool,
+    /// True for a mapping that can be read and not written: code and read-only data.
+    pub read_only: bool,
 }
 
 impl Mapping {
@@ -33,12 +36,18 @@ impl Mapping {
 /// mappings, anonymous ones, `[vdso]` and the like, and lines that do not parse are left out.
 pub fn code_mappings(maps: &str, exe: &Path) -> Vec<Mapping> {
     let exe = exe.to_str().unwrap_or("");
-    let mut found: Vec<Mapping> = maps.lines().filter_map(parse_line).collect();
+    let mut found: Vec<Mapping> = file_mappings(maps).filter(|m| m.read_only).collect();
     found.sort_by_key(|m| (m.path != exe, !m.exec));
     found
 }
 
-/// `start-end perms offset dev inode path`, kept when it is a read-only mapping of a file.
+/// Every mapping of a file (not deleted) in `maps`, the text of a `/proc/PID/maps`; lines that
+/// do not parse, anonymous mappings, `[vdso]` and the like are left out.
+pub fn file_mappings(maps: &str) -> impl Iterator<Item = Mapping> + '_ {
+    maps.lines().filter_map(parse_line)
+}
+
+/// `start-end perms offset dev inode path`, kept when it maps a file.
 fn parse_line(line: &str) -> Option<Mapping> {
     let mut fields = line.split_whitespace();
     let range = fields.next()?;
@@ -51,7 +60,7 @@ fn parse_line(line: &str) -> Option<Mapping> {
     if !path.starts_with('/') || inode == "0" || path.ends_with(" (deleted)") {
         return None;
     }
-    if perms.len() < 4 || perms[0] != b'r' || perms[1] != b'-' {
+    if perms.len() < 4 {
         return None;
     }
     let (start, end) = range.split_once('-')?;
@@ -62,6 +71,7 @@ fn parse_line(line: &str) -> Option<Mapping> {
         end,
         path,
         exec: perms[2] == b'x',
+        read_only: perms[0] == b'r' && perms[1] == b'-',
     })
 }
 
@@ -103,6 +113,16 @@ not a maps line
             ]
         );
         assert_eq!(found[0].len(), 0x400000);
+    }
+
+    #[test]
+    fn every_file_mapping_is_listed_writable_ones_too() {
+        let found: Vec<(u64, bool)> = file_mappings(MAPS)
+            .map(|m| (m.start, m.read_only))
+            .collect();
+        assert_eq!(found.len(), 8);
+        assert!(found.contains(&(0x55d0c0600000, false)));
+        assert!(found.contains(&(0x7f0000215000, false)));
     }
 
     #[test]

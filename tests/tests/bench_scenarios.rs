@@ -22,12 +22,17 @@ fn bench() -> &'static PathBuf {
     })
 }
 
-/// Runs `baton-bench ARGS` and returns the JSON line of each scenario it ran.
-fn run(args: &[&str]) -> Vec<Value> {
-    let out = std::process::Command::new(bench())
+/// Runs `baton-bench ARGS` to its end.
+fn output(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bench())
         .args(args)
         .output()
-        .expect("run baton-bench");
+        .expect("run baton-bench")
+}
+
+/// Runs `baton-bench ARGS` and returns the JSON line of each scenario it ran.
+fn run(args: &[&str]) -> Vec<Value> {
+    let out = output(args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -170,10 +175,7 @@ fn cancel_latency_after_a_page_out_measures_every_cancel_or_says_what_it_needs()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
     let args = ["cancel-latency", "--runs", "1", "--page-out"];
     if !root {
-        let out = std::process::Command::new(bench())
-            .args(args)
-            .output()
-            .expect("run baton-bench");
+        let out = output(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success() || stderr.contains("CAP_SYS_NICE"),

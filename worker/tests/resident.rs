@@ -6,16 +6,6 @@ use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_baton-worker");
 
-/// `VmLck` of `/proc/PID/status` in KiB: the size of the process's locked mappings.
-fn locked_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmLck:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmLck in {status}"))
-}
-
 /// The file `sh` names on PATH (a symbolic link followed), as `/proc/PID/maps` shows it.
 fn shell_file() -> std::path::PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
@@ -57,7 +47,7 @@ fn locked_at_first_connect(extra: &[&str]) -> (u64, bool) {
             break;
         }
     }
-    let locked = locked_kib(child.id());
+    let locked = baton_resident::locked_kib(child.id()).expect("VmLck");
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", child.id())).expect("maps");
     let shell_mapped = maps
         .lines()

@@ -501,11 +501,6 @@ async fn a_standby_supervisor_keeps_its_code_locked_in_memory() {
     let h = Harness::new();
     h.prepared().await;
     let pid = h.launcher.standby_pid().expect("a standby is ready");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let locked: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmLck:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmLck");
-    assert!(locked > 0, "the standby locked nothing:\n{status}");
+    let locked = baton_resident::locked_kib(pid).expect("VmLck");
+    assert!(locked > 0, "the standby locked nothing");
 }
