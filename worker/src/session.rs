@@ -207,7 +207,15 @@ impl Worker {
                             self.unacked.retain(|m| m.seq > a.upto);
                             self.applied(a.upto);
                         }
-                        Ok(Some(msg)) => replies = self.agent.on_message(msg),
+                        Ok(Some(msg)) => {
+                            let signal = matches!(msg.msg, Some(CMsg::Abandon(_) | CMsg::Drain(_)));
+                            replies = self.agent.on_message(msg);
+                            if signal {
+                                // The job's runner was just woken with the signal, on this
+                                // thread: it passes it on before the acknowledgement goes out.
+                                tokio::task::yield_now().await;
+                            }
+                        }
                         Ok(None) => return lost("the coordinator closed the stream".into()),
                         Err(status) => return lost(format!("stream error: {status}")),
                     }

@@ -402,6 +402,10 @@ async fn send_on_pipe(pipe: &mut Option<tokio::process::ChildStdin>, line: &str)
         return false;
     };
     if p.write_all(format!("{line}\n").as_bytes()).await.is_ok() {
+        // The supervisor, asleep on this pipe, is woken on this CPU when it can be and waits
+        // there until this thread stops: let it pass the signal on first.
+        std::thread::yield_now();
+        tracing::trace!(target: "baton::hop", "worker-piped");
         return true;
     }
     *pipe = None;

@@ -368,6 +368,34 @@ async fn abandon_sends_the_actions_cancel_signal_first() {
 }
 
 #[tokio::test]
+async fn abandon_signals_each_process_of_the_step_once() {
+    // The leader keeps going for 0.2 s after its first SIGTERM, so a second one (sent to the
+    // group and again to each process of the step's cgroup) would run its trap twice. The
+    // process that left the group (`setsid`) is reached through the cgroup where there is one.
+    let script = r#"
+        trap 'echo leader heard TERM; n=1' TERM
+        setsid sh -c 'trap "echo away heard TERM; exit 0" TERM; i=0; while [ $i -lt 300 ]; do sleep 0.01; i=$((i+1)); done' &
+        echo ready
+        k=0
+        while [ "$k" -lt 20 ]; do sleep 0.01; [ -n "$n" ] && k=$((k+1)); done
+        exit 3
+    "#;
+    let mut h = Harness::start(job("once-1", &[script]), &[]);
+    h.wait_log(LogStream::Stdout, "ready").await;
+    h.control
+        .send(JobControl::Abandon {
+            grace: Some(Duration::from_secs(60)),
+        })
+        .await
+        .expect("send abandon");
+    let end = h.end().await;
+    assert_eq!((end.outcome, end.exit_code), (JobOutcome::Abandoned, 3));
+    let out = h.output(LogStream::Stdout);
+    assert_eq!(out.matches("leader heard TERM").count(), 1, "{out}");
+    assert!(out.matches("away heard TERM").count() <= 1, "{out}");
+}
+
+#[tokio::test]
 async fn a_step_starts_in_its_own_cgroup_with_plain_stdio_and_default_signals() {
     let spec = job(
         "plain-1",
