@@ -147,6 +147,14 @@ pub enum StoreError {
 pub trait Engine: Send + Sync + 'static {
     /// Applies `ops` atomically and makes them durable before returning.
     fn apply(&self, ops: &[Op]) -> Result<(), StoreError>;
+    /// [`Engine::apply`] that calls `durable` with the outcome once the batch is durable,
+    /// which may come before the call returns: an engine that makes a batch durable before
+    /// it is in place for reading (sled, through its commit log) calls it then, and holds
+    /// reads back until the batch is in place. The store writer answers its callers from
+    /// `durable`. Default: `apply`, then `durable`.
+    fn apply_announcing(&self, ops: &[Op], durable: &mut dyn FnMut(&Result<(), StoreError>)) {
+        durable(&self.apply(ops));
+    }
     /// Reads one key.
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Reads every key that starts with `prefix`, in key order.
@@ -425,17 +433,20 @@ fn write_loop(
         );
         let started = std::time::Instant::now();
         tracing::trace!(target: "baton::hop", "writer-got");
-        let result = engine.apply(&ops);
+        let mut waiting = Some(batch);
+        engine.apply_announcing(&ops, &mut |result| {
+            tracing::trace!(target: "baton::hop", "writer-durable");
+            if let Err(e) = result {
+                tracing::error!(error = %e, "store batch failed");
+            }
+            for request in waiting.take().into_iter().flatten() {
+                let _ = request.done.send(result.clone());
+            }
+        });
         tracing::trace!(target: "baton::hop", "writer-applied");
         if let Some(m) = &metrics {
             m.batch_ops.observe(ops.len() as f64);
             m.flush_seconds.observe(started.elapsed().as_secs_f64());
-        }
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "store batch failed");
-        }
-        for request in batch {
-            let _ = request.done.send(result.clone());
         }
     }
 }
@@ -559,6 +570,30 @@ mod tests {
     async fn memory_store_batches_and_scans_in_order() {
         let (store, _writer) = Store::start(Arc::new(MemoryEngine::default())).expect("start");
         exercise(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_answered_as_durable_is_readable_at_once() {
+        // sled answers once the commit log has the batch, before the batch is in sled: a
+        // reader must still find it right after the answer.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Arc::new(SledEngine::open(dir.path()).expect("open"));
+        let (store, _writer) = Store::start(engine).expect("start");
+        for n in 0..300u64 {
+            let key = key_num("web", n);
+            let ops = (0..8)
+                .map(|t| Op::Put(Tree::Jobs, key_num(&format!("job{t}"), n), vec![1; 512]))
+                .chain([Op::Put(Tree::ExecutionIndex, key.clone(), b"x".to_vec())])
+                .collect();
+            store.write(ops).await.expect("write");
+            assert!(
+                store
+                    .get(Tree::ExecutionIndex, &key)
+                    .expect("get")
+                    .is_some(),
+                "write {n} answered but not readable"
+            );
+        }
     }
 
     #[tokio::test]
