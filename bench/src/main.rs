@@ -8,6 +8,7 @@
 
 mod cluster;
 mod floor;
+mod hops;
 mod marks;
 mod page_out;
 mod scenarios;
@@ -125,6 +126,31 @@ enum Scenario {
     },
     /// Every scenario with its defaults.
     All,
+    /// Not a scenario: where the traced requests of a kept run spent their time, hop by hop
+    /// (medians), from a directory that `BATON_BENCH_KEEP=1
+    /// BATON_BENCH_LOG="warn,baton::hop=trace" baton-bench cancel-latency` (or
+    /// dispatch-latency) kept.
+    Hops {
+        /// A kept cluster directory (the run prints `keeping DIR`, one per cluster).
+        dir: std::path::PathBuf,
+        /// The path: `stop` (API handler to the job's SIGTERM) or `start` (API handler to
+        /// the step's shell started, jobs in the worker).
+        #[arg(long, default_value = "stop", conflicts_with = "events")]
+        path: HopPath,
+        /// A path of your own: event names in order, comma-separated (`sigterm` is a job's
+        /// SIGTERM mark).
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+    },
+}
+
+/// A request's path through the hop events (`baton-bench hops --path`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum HopPath {
+    /// StopPipelineExecution to the job's SIGTERM.
+    Stop,
+    /// StartPipelineExecution to the step's shell started (jobs in the worker).
+    Start,
 }
 
 async fn run(scenario: Scenario) -> anyhow::Result<Vec<serde_json::Value>> {
@@ -202,6 +228,28 @@ async fn run(scenario: Scenario) -> anyhow::Result<Vec<serde_json::Value>> {
             })
             .await?,
         ],
+        Scenario::Hops { dir, path, events } => {
+            let path: Vec<&str> = match (events.is_empty(), path) {
+                (false, _) => events.iter().map(String::as_str).collect(),
+                (true, HopPath::Stop) => hops::STOP.to_vec(),
+                (true, HopPath::Start) => hops::START.to_vec(),
+            };
+            if path.len() < 2 {
+                anyhow::bail!("--events needs at least two event names, comma-separated");
+            }
+            let events = hops::read_dir(&dir)?;
+            let walks = hops::walks(&events, &path);
+            if walks.is_empty() {
+                anyhow::bail!(
+                    "no {} in {} is followed by the rest of the path within {} ms ({}): was the run traced (BATON_BENCH_LOG=\"warn,baton::hop=trace\"), and is the path one this cluster takes (a supervised job's spawn is not in the worker's log)?",
+                    path[0],
+                    dir.display(),
+                    hops::WINDOW * 1000.0,
+                    path.join(", ")
+                );
+            }
+            vec![hops::report(&dir, &path, &walks)]
+        }
         Scenario::All => {
             let interval = Duration::from_millis(300);
             vec![

@@ -32,6 +32,14 @@ fn job(id: &str, steps: &[&str]) -> JobSpec {
 }
 
 impl Harness {
+    /// Tells the running job to abandon, with `grace` before SIGKILL.
+    async fn abandon(&self, grace: Duration) {
+        self.control
+            .send(JobControl::Abandon { grace: Some(grace) })
+            .await
+            .expect("send abandon");
+    }
+
     /// Starts `spec`; `before` are signals queued before the job starts.
     fn start(spec: JobSpec, before: &[JobControl]) -> Self {
         Self::start_with_shell(spec, before, Vec::new())
@@ -215,11 +223,7 @@ async fn abandon_kills_the_whole_group_before_reporting() {
     let pids = pids(&h.job_dir("abandon-1").join("pids"));
     assert_eq!(pids.len(), 5);
     assert!(pids.iter().all(|p| alive(*p)), "all started");
-    let grace = Some(Duration::from_millis(200));
-    h.control
-        .send(JobControl::Abandon { grace })
-        .await
-        .expect("send abandon");
+    h.abandon(Duration::from_millis(200)).await;
     let end = h.end().await;
     let survivors: Vec<_> = pids.iter().filter(|p| alive(**p)).collect();
     assert!(survivors.is_empty(), "still alive: {survivors:?}");
@@ -347,12 +351,7 @@ async fn abandon_sends_the_actions_cancel_signal_first() {
     spec.cancel_signal = "INT".into();
     let mut h = Harness::start(spec, &[]);
     h.wait_log(LogStream::Stdout, "ready").await;
-    h.control
-        .send(JobControl::Abandon {
-            grace: Some(Duration::from_secs(60)),
-        })
-        .await
-        .expect("send abandon");
+    h.abandon(Duration::from_secs(60)).await;
     let end = h.end().await;
     assert_eq!(end.outcome, JobOutcome::Abandoned);
     assert_eq!(
@@ -382,12 +381,7 @@ async fn abandon_signals_each_process_of_the_step_once() {
     "#;
     let mut h = Harness::start(job("once-1", &[script]), &[]);
     h.wait_log(LogStream::Stdout, "ready").await;
-    h.control
-        .send(JobControl::Abandon {
-            grace: Some(Duration::from_secs(60)),
-        })
-        .await
-        .expect("send abandon");
+    h.abandon(Duration::from_secs(60)).await;
     let end = h.end().await;
     assert_eq!((end.outcome, end.exit_code), (JobOutcome::Abandoned, 3));
     let out = h.output(LogStream::Stdout);
