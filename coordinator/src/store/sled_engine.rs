@@ -218,6 +218,9 @@ impl Engine for SledEngine {
             Err(e) => return durable(&Err(poisoned(e))),
         };
         durable(&Ok(()));
+        // Those just answered are woken on this CPU when they can be, and would wait there for
+        // the sled writes: let them go first (readers wait at the gate either way).
+        std::thread::yield_now();
         if let Err(e) = self.insert_ops(ops) {
             let why = format!(
                 "a batch acknowledged as durable could not be written to sled ({e}); it is in the commit log, which a restart of the coordinator applies again. Until then the store refuses reads and writes"
