@@ -233,9 +233,18 @@ mod tests {
 2026-12-08T01:06:44.500100Z TRACE baton::hop: actor-stop
 ";
 
+    fn log_events() -> Vec<Event> {
+        LOG.lines().filter_map(parse_line).collect()
+    }
+
+    /// `gap` is `want` seconds, give or take `within`.
+    fn assert_gap(gap: f64, want: f64, within: f64) {
+        assert!((gap - want).abs() < within, "{gap} s, not {want} s");
+    }
+
     #[test]
     fn hop_events_are_read_coloured_or_not_and_other_lines_skipped() {
-        let events: Vec<Event> = LOG.lines().filter_map(parse_line).collect();
+        let events = log_events();
         let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(
             names,
@@ -247,17 +256,16 @@ mod tests {
                 "actor-stop"
             ]
         );
-        assert!((events[1].at - events[0].at - 0.000157).abs() < 1e-6);
+        assert_gap(events[1].at - events[0].at, 0.000157, 1e-6);
     }
 
     #[test]
     fn a_path_is_walked_from_each_start_and_unfinished_walks_left_out() {
-        let events: Vec<Event> = LOG.lines().filter_map(parse_line).collect();
-        let walks = walks(&events, &["api-stop", "actor-stop", "actor-commit"]);
+        let walks = walks(&log_events(), &["api-stop", "actor-stop", "actor-commit"]);
         // The second api-stop has no actor-commit after it: left out.
         assert_eq!(walks.len(), 1);
-        assert!((walks[0][0] - 0.000157).abs() < 1e-6);
-        assert!((walks[0][1] - 0.000040).abs() < 1e-6);
+        assert_gap(walks[0][0], 0.000157, 1e-6);
+        assert_gap(walks[0][1], 0.000040, 1e-6);
     }
 
     #[test]
@@ -278,8 +286,8 @@ mod tests {
         assert_eq!(events.len(), 7, "{events:?}");
         let walks = walks(&events, &["api-stop", "worker-abandon", SIGTERM]);
         assert_eq!(walks.len(), 1);
-        assert!((walks[0][0] - 0.000701).abs() < 1e-6);
-        assert!((walks[0][1] - 0.000192).abs() < 1e-5);
+        assert_gap(walks[0][0], 0.000701, 1e-6);
+        assert_gap(walks[0][1], 0.000192, 1e-5);
     }
 
     #[test]
